@@ -1,0 +1,118 @@
+// Package etcdlocal runs the embedded single-member etcd that petreld uses when
+// no --etcd-endpoints are given, and that tests use as a real etcd.
+package etcdlocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Server is a running embedded etcd member.
+type Server struct {
+	etcd *embed.Etcd
+	// ClientURL is where clients connect (unix:// or http://127.0.0.1:port).
+	ClientURL string
+	dir       string
+}
+
+// Option configures Start.
+type Option func(*embed.Config)
+
+// WithQuota sets the backend quota in bytes.
+func WithQuota(n int64) Option { return func(c *embed.Config) { c.QuotaBackendBytes = n } }
+
+// Start starts a single-member etcd with its data under dir. Client and peer
+// listen on free ports of 127.0.0.1 only.
+// It returns once the member serves requests or ctx ends.
+func Start(ctx context.Context, dir string, opts ...Option) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcdlocal: data dir %s: %w", dir, err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "petrel"
+	cfg.Dir = filepath.Join(dir, "member-data")
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	cu := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+	pu := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.ListenMetricsUrls = nil
+	for _, o := range opts {
+		o(cfg)
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcdlocal: start in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcdlocal: start in %s: %w", dir, err)
+	case <-ctx.Done():
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("etcdlocal: start in %s: %w", dir, ctx.Err())
+	case <-time.After(60 * time.Second):
+		e.Server.Stop()
+		e.Close()
+		return nil, errors.New("etcdlocal: member did not become ready in 60s")
+	}
+	return &Server{etcd: e, ClientURL: cu.String(), dir: dir}, nil
+}
+
+// Client returns a new client for the member.
+func (s *Server) Client() (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{s.ClientURL},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcdlocal: client for %s: %w", s.ClientURL, err)
+	}
+	return c, nil
+}
+
+// Close stops the member. The data directory stays.
+func (s *Server) Close() {
+	s.etcd.Close()
+}
+
+// freePorts asks the kernel for n free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("etcdlocal: free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
