@@ -1,0 +1,24 @@
+// Package cluster keeps an agent in step with the rest of the cluster. It
+// publishes the agent's host record under a lease, runs the one watch loop over
+// the registry (hosts, blocks, addresses, endpoints, applied revisions),
+// maintains a registry.Snapshot incrementally and hands it to every registered
+// Reconciler (routes, policy) after each batch of events.
+//
+// # Convergence
+//
+// After all reconcilers succeed, the agent publishes the etcd revision it has
+// fully applied under registry.AppliedKey. The value is the agent's watch
+// position W: every event up to W is in the kernel. To avoid a write storm
+// (each applied write is itself a new revision that every agent sees), an
+// agent publishes only after a relevant change, meaning a change to hosts,
+// blocks, addresses or endpoints; applied/ writes are never relevant.
+//
+// A host has therefore converged to revision R when its applied revision is
+// at least M(R), the last relevant revision at or below R: between M(R) and R
+// nothing any reconciler looks at changed. WaitConverged evaluates exactly
+// that, after the asking agent's own watch has reached R (it requests a watch
+// progress notification when idle, so it learns the header revision even
+// when no key changes). Lag is reported the same way: zero for a host that
+// has applied every relevant change, else the current revision minus its
+// applied revision.
+package cluster

@@ -1,0 +1,46 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/petrel-net/petrel/agent/internal/dataplane"
+	"github.com/petrel-net/petrel/agent/internal/server"
+)
+
+// ipamReleaser releases a handle's addresses for the dataplane's Reconcile.
+type ipamReleaser struct{ d *Daemon }
+
+func (r ipamReleaser) ReleaseHandle(ctx context.Context, handle string) error {
+	_, err := r.d.ipam.Release(ctx, handle, nil)
+	return err
+}
+
+// startDataplane opens the dataplane in the host namespace, reconciles the
+// kernel against the registry, and sets the Dataplane gRPC service.
+func (d *Daemon) startDataplane(ctx context.Context) error {
+	dc := d.cfg.Dataplane
+	dp, err := dataplane.New(ctx, d.cfg.Hostname, dc.NetNS, dataplane.NewEtcdStore(d.etcd),
+		dataplane.WithMTU(dc.MTU), dataplane.WithUnderlayInterface(dc.UnderlayInterface),
+		dataplane.WithReleaser(ipamReleaser{d}))
+	if err != nil {
+		return fmt.Errorf("dataplane in netns %q: %w", dc.NetNS, err)
+	}
+	d.onClose("dataplane", dp.Close)
+	d.dp = dp
+	rep, err := dp.Reconcile(ctx)
+	// A failed repair must not keep the agent down: log and serve.
+	log := d.log.With("component", "dataplane")
+	if err != nil {
+		log.Warn("reconcile incomplete", "error", err)
+	}
+	log.Info("dataplane ready", "netns", dc.NetNS, "mtu", dp.MTU(), "underlay_mtu", dp.UnderlayMTU(),
+		"healthy", rep.Healthy, "repaired", rep.Repaired, "removed", rep.Removed,
+		"released", rep.Released, "orphans_deleted", rep.OrphansDeleted)
+	d.dataplane = server.NewDataplaneService(dp, server.Options{
+		Log:     d.log.With("component", "grpc"),
+		Metrics: d.metrics,
+		Budget:  2 * d.cfg.Etcd.RequestTimeout.D(),
+	})
+	return nil
+}

@@ -1,0 +1,198 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+)
+
+func newFakeDP(t *testing.T, opts ...Option) (*Dataplane, *fakeKernel, *FakeStore) {
+	t.Helper()
+	k := newFakeKernel()
+	s := NewFakeStore()
+	clock := func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+	return newWithDeps("h1", k, s, 1500, append([]Option{WithClock(clock)}, opts...)...), k, s
+}
+
+func TestSpecValidation(t *testing.T) {
+	dp, _, _ := newFakeDP(t)
+	tests := []struct {
+		name  string
+		spec  Spec
+		field string
+	}{
+		{"no container id", Spec{Netns: "/n", IPs: addrs("10.0.0.2")}, "container_id"},
+		{"slash in id", Spec{ContainerID: "a/b", Netns: "/n", IPs: addrs("10.0.0.2")}, "container_id"},
+		{"long ifname", Spec{ContainerID: "a", IfName: "0123456789abcdef", Netns: "/n", IPs: addrs("10.0.0.2")}, "ifname"},
+		{"no netns", Spec{ContainerID: "a", IPs: addrs("10.0.0.2")}, "netns"},
+		{"netns and pid", Spec{ContainerID: "a", Netns: "/n", PID: 3, IPs: addrs("10.0.0.2")}, "netns"},
+		{"relative netns", Spec{ContainerID: "a", Netns: "n", IPs: addrs("10.0.0.2")}, "netns"},
+		{"negative pid", Spec{ContainerID: "a", PID: -1, IPs: addrs("10.0.0.2")}, "pid"},
+		{"no ips", Spec{ContainerID: "a", Netns: "/n"}, "ips"},
+		{"loopback", Spec{ContainerID: "a", Netns: "/n", IPs: addrs("127.0.0.1")}, "ips"},
+		{"link-local", Spec{ContainerID: "a", Netns: "/n", IPs: addrs("fe80::1")}, "ips"},
+		{"duplicate", Spec{ContainerID: "a", Netns: "/n", IPs: addrs("10.0.0.2", "10.0.0.2")}, "ips"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := dp.Attach(context.Background(), tc.spec)
+			var ia *InvalidArgumentError
+			if !errors.As(err, &ia) || !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("err = %v, want InvalidArgumentError", err)
+			}
+			if ia.Field != tc.field {
+				t.Errorf("field = %q, want %q", ia.Field, tc.field)
+			}
+		})
+	}
+}
+
+func TestAttachFake(t *testing.T) {
+	ctx := context.Background()
+	dp, k, s := newFakeDP(t, WithOverhead(50))
+	k.addNetns("/n/a")
+	spec := Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2"), Handle: "h", Source: petrelv1.Source_SOURCE_NETMODULES,
+		PortMappings: []*petrelv1.PortMapping{{HostPort: 80, ContainerPort: 8080, Protocol: "tcp"}}}
+	res, err := dp.Attach(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MTU != 1450 {
+		t.Errorf("MTU = %d, want 1450 (1500 - 50)", res.MTU)
+	}
+	hn := HostIfName("a", "eth0")
+	want := "/n/a: link eth0 up=true mtu=1450 addrs=[10.0.0.2/32]\nlink " + hn + " up=true mtu=1450 peer=/n/a/eth0\nroute 10.0.0.2/32 dev " + hn
+	if got := k.render(); got != want {
+		t.Errorf("kernel:\n%s\nwant:\n%s", got, want)
+	}
+	rec, _, _ := s.Get(ctx, "h1", "a", "eth0")
+	if rec == nil || rec.GetHandle() != "h" || rec.GetPortMappings()[0].GetHostPort() != 80 || rec.GetMac() == "" ||
+		!rec.GetCreated().AsTime().Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Errorf("record = %v", rec)
+	}
+	k.takeCalls()
+	puts := s.Puts
+	res, err = dp.Attach(ctx, spec)
+	if err != nil || res.Changed {
+		t.Fatalf("second Attach = %+v, %v; want unchanged", res, err)
+	}
+	if calls := k.takeCalls(); len(calls) != 0 {
+		t.Errorf("second Attach touched the kernel: %v", calls)
+	}
+	if s.Puts != puts {
+		t.Errorf("second Attach rewrote the record")
+	}
+	// A changed label rewrites the record only.
+	spec.Labels = map[string]string{"x": "y"}
+	if res, err := dp.Attach(ctx, spec); err != nil || !res.Changed {
+		t.Errorf("relabel Attach = %+v, %v", res, err)
+	}
+	if calls := k.takeCalls(); len(calls) != 0 {
+		t.Errorf("relabel touched the kernel: %v", calls)
+	}
+}
+
+func TestAttachRollback(t *testing.T) {
+	ctx := context.Background()
+	for _, step := range []string{"configureHost", "replaceHostRoute", "configureContainer"} {
+		t.Run(step, func(t *testing.T) {
+			dp, k, s := newFakeDP(t)
+			k.addNetns("/n/a")
+			k.failOn[step] = errors.New("boom")
+			if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); err == nil {
+				t.Fatal("Attach succeeded")
+			}
+			if got := k.render(); got != "" {
+				t.Errorf("left behind:\n%s", got)
+			}
+			if recs, _ := s.List(ctx, "", ""); len(recs) != 0 {
+				t.Errorf("record written: %v", recs)
+			}
+		})
+	}
+	t.Run("record write conflict", func(t *testing.T) {
+		dp, k, s := newFakeDP(t)
+		k.addNetns("/n/a")
+		// Someone else's record appears between our read and write.
+		cs := &conflictStore{FakeStore: s}
+		dp.store = cs
+		if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); !errors.Is(err, ErrConflict) {
+			t.Fatalf("err = %v, want ErrConflict", err)
+		}
+		if got := k.render(); got != "" {
+			t.Errorf("left behind:\n%s", got)
+		}
+	})
+}
+
+type conflictStore struct{ *FakeStore }
+
+func (c *conflictStore) Put(ctx context.Context, ep *petrelv1.Endpoint, _ int64) (int64, error) {
+	return c.FakeStore.Put(ctx, ep, 99)
+}
+
+func TestDetachFake(t *testing.T) {
+	ctx := context.Background()
+	dp, k, _ := newFakeDP(t)
+	k.addNetns("/n/a")
+	for _, ifn := range []string{"eth0", "eth1"} {
+		if _, err := dp.Attach(ctx, Spec{ContainerID: "a", IfName: ifn, Netns: "/n/a", IPs: addrs("10.0.0.2")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.delNetns("/n/a")
+	removed, err := dp.Detach(ctx, "a", "", "/n/a")
+	if err != nil || !removed {
+		t.Fatalf("Detach = %v, %v", removed, err)
+	}
+	if eps, _ := dp.ListEndpoints(ctx, "*"); len(eps) != 0 {
+		t.Errorf("records left: %v", eps)
+	}
+	if removed, err := dp.Detach(ctx, "a", "", ""); err != nil || removed {
+		t.Errorf("second Detach = %v, %v", removed, err)
+	}
+	if _, err := dp.GetEndpoint(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetEndpoint = %v, want ErrNotFound", err)
+	}
+}
+
+type recReleaser struct{ got []string }
+
+func (r *recReleaser) ReleaseHandle(_ context.Context, h string) error {
+	r.got = append(r.got, h)
+	return nil
+}
+
+func TestReconcileFakeNoFlap(t *testing.T) {
+	ctx := context.Background()
+	rel := &recReleaser{}
+	dp, k, _ := newFakeDP(t, WithReleaser(rel))
+	k.addNetns("/n/ok")
+	k.addNetns("/n/gone")
+	for _, c := range []struct{ id, ns, ip string }{{"ok", "/n/ok", "10.0.0.2"}, {"gone", "/n/gone", "10.0.0.3"}} {
+		if _, err := dp.Attach(ctx, Spec{ContainerID: c.id, Netns: c.ns, IPs: addrs(c.ip), Handle: "h-" + c.id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.delNetns("/n/gone")
+	k.takeCalls()
+	rep, err := dp.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep != (ReconcileReport{Healthy: 1, Removed: 1, Released: 1}) {
+		t.Errorf("report = %+v", rep)
+	}
+	for _, c := range k.takeCalls() {
+		if strings.Contains(c, HostIfName("ok", "eth0")) || strings.Contains(c, "/n/ok") {
+			t.Errorf("healthy endpoint touched: %s", c)
+		}
+	}
+	if len(rel.got) != 1 || rel.got[0] != "h-gone" {
+		t.Errorf("released %v", rel.got)
+	}
+}

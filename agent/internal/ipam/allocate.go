@@ -1,0 +1,329 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/petrel-net/petrel/agent/registry"
+)
+
+// held is one address a handle holds, read from its handle index.
+type held struct {
+	ip   netip.Addr
+	pool string
+}
+
+// readHandle reads the addresses a handle holds and the revision read at.
+func (i *IPAM) readHandle(ctx context.Context, handle string) ([]held, int64, error) {
+	prefix := registry.HandlePrefix(handle)
+	r, err := i.get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]held, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		ip, err := netip.ParseAddr(strings.TrimPrefix(string(kv.Key), prefix))
+		if err != nil {
+			continue // not ours to judge; ipam check reports it
+		}
+		out = append(out, held{ip: ip, pool: string(kv.Value)})
+	}
+	return out, r.Header.Revision, nil
+}
+
+// Allocate returns req.NumV4 IPv4 and req.NumV6 IPv6 addresses for
+// req.Handle, IPv4 first, each family sorted. It is idempotent: addresses the
+// handle already holds in the requested pools count towards the request, and
+// only the missing ones are allocated. In the common case it writes one etcd
+// transaction.
+func (i *IPAM) Allocate(ctx context.Context, req Request) ([]netip.Addr, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	refreshed := false
+	for attempt := 0; attempt < i.maxRetries; {
+		have, hrev, err := i.readHandle(ctx, req.Handle)
+		if err != nil {
+			return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
+		}
+		if err := i.lock(ctx); err != nil {
+			return nil, err
+		}
+		out, ok, err := i.allocateLocked(ctx, req, have, hrev)
+		if errors.Is(err, ErrExhausted) && !refreshed {
+			// The cache may be stale: read everything again once.
+			refreshed = true
+			for _, ps := range i.pools {
+				ps.loaded = false
+			}
+			err = i.loadPoolsLocked(ctx, true)
+			i.unlock()
+			if err != nil {
+				return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
+			}
+			continue
+		}
+		i.unlock()
+		if err != nil {
+			return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
+		}
+		if ok {
+			return out, nil
+		}
+		attempt++
+	}
+	return nil, fmt.Errorf("ipam: allocate for %s: %w: gave up after %d conflicting attempts", req.Handle, ErrConflict, i.maxRetries)
+}
+
+// family is one address family of a request.
+type family struct {
+	is4   bool
+	n     int
+	pools []*poolState
+}
+
+// familiesLocked resolves the pools of each requested family.
+func (i *IPAM) familiesLocked(ctx context.Context, req Request) ([]family, error) {
+	if err := i.loadPoolsLocked(ctx, false); err != nil {
+		return nil, err
+	}
+	var v4, v6 *poolState
+	if req.Pool != "" {
+		ps, err := i.findPoolLocked(ctx, "pool", req.Pool)
+		if err != nil {
+			return nil, err
+		}
+		if ps.geo.is4 {
+			v4 = ps
+		} else {
+			v6 = ps
+		}
+	}
+	if req.PoolV6 != "" {
+		ps, err := i.findPoolLocked(ctx, "pool_v6", req.PoolV6)
+		if err != nil {
+			return nil, err
+		}
+		if ps.geo.is4 {
+			return nil, fieldErr("pool_v6", "pool %s (%s) is IPv4", ps.pool.Name, ps.pool.CIDR)
+		}
+		if v6 != nil && v6 != ps {
+			return nil, fieldErr("pool", "pool %s is IPv6 and pool_v6 names another pool", v6.pool.Name)
+		}
+		v6 = ps
+	}
+	var out []family
+	for _, f := range []struct {
+		is4      bool
+		n        int
+		explicit *poolState
+	}{{true, req.NumV4, v4}, {false, req.NumV6, v6}} {
+		if f.n == 0 {
+			continue
+		}
+		fam := family{is4: f.is4, n: f.n}
+		if f.explicit != nil {
+			if f.explicit.pool.Disabled {
+				return nil, fieldErr(map[bool]string{true: "pool", false: "pool_v6"}[f.is4], "pool %s is disabled", f.explicit.pool.Name)
+			}
+			fam.pools = []*poolState{f.explicit}
+		} else {
+			for _, ps := range i.sortedPoolsLocked() {
+				if ps.geo.is4 == f.is4 && !ps.pool.Disabled {
+					fam.pools = append(fam.pools, ps)
+				}
+			}
+		}
+		if len(fam.pools) == 0 {
+			name := map[bool]string{true: "IPv4", false: "IPv6"}[f.is4]
+			return nil, &FieldError{Field: map[bool]string{true: "num_ipv4", false: "num_ipv6"}[f.is4],
+				Reason: "no enabled " + name + " pool", cause: ErrNotFound}
+		}
+		out = append(out, fam)
+	}
+	return out, nil
+}
+
+// allocateLocked plans and commits one attempt. ok is false when a compare
+// failed and the caller should try again.
+func (i *IPAM) allocateLocked(ctx context.Context, req Request, have []held, hrev int64) ([]netip.Addr, bool, error) {
+	fams, err := i.familiesLocked(ctx, req)
+	if err != nil {
+		return nil, false, err
+	}
+	c := newChange(req.Handle, hrev)
+	var out []netip.Addr
+	for _, f := range fams {
+		var got []netip.Addr
+		for _, h := range have {
+			if h.ip.Is4() == f.is4 && slices.ContainsFunc(f.pools, func(ps *poolState) bool { return ps.pool.Name == h.pool }) {
+				got = append(got, h.ip)
+			}
+		}
+		slices.SortFunc(got, netip.Addr.Compare)
+		if len(got) >= f.n {
+			out = append(out, got[:f.n]...)
+			continue
+		}
+		ips, err := i.pickLocked(ctx, c, req, f, f.n-len(got))
+		if err != nil {
+			return nil, false, err
+		}
+		got = append(got, ips...)
+		slices.SortFunc(got, netip.Addr.Compare)
+		out = append(out, got...)
+	}
+	if c.empty() {
+		return out, true, nil
+	}
+	ok, err := i.commitLocked(ctx, c)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
+// pickLocked chooses n free addresses of one family and adds them to c:
+// first from this host's blocks, then from newly claimed blocks, then
+// borrowed from other hosts' blocks.
+func (i *IPAM) pickLocked(ctx context.Context, c *change, req Request, f family, n int) ([]netip.Addr, error) {
+	var out []netip.Addr
+	take := func(ps *poolState, cidr netip.Prefix, bs *blockState) {
+		g := ps.geo
+		bc := c.block(ps, cidr, bs, i.host, i.now())
+		size := g.blockCap()
+		free := int64(size) - int64(bc.rec.Allocated+len(bc.added)-len(bc.removed))
+		var start uint64
+		var used map[netip.Addr]bool
+		if bs != nil {
+			start, used = bs.cursor%size, bs.used
+		}
+		for k := uint64(0); k < size && len(out) < n && free > 0; k++ {
+			ip := g.nth(cidr, (start+k)%size)
+			if used[ip] || c.picked[ip] {
+				continue
+			}
+			c.add(bc, registry.Allocation{
+				IP: ip.String(), Handle: req.Handle, Host: i.host, Pool: ps.pool.Name, Block: cidr.String(),
+				Created: i.now().UTC(), Netgroups: req.Netgroups, Labels: req.Labels,
+			}, ip)
+			out = append(out, ip)
+			free--
+		}
+	}
+	hasRoom := func(ps *poolState, cidr netip.Prefix, bs *blockState) bool {
+		alloc := bs.rec.Allocated
+		if bc, ok := c.blocks[cidr]; ok {
+			alloc += len(bc.added) - len(bc.removed)
+		}
+		return uint64(alloc) < ps.geo.blockCap()
+	}
+	for _, ps := range f.pools {
+		if err := i.loadBlocksLocked(ctx, ps); err != nil {
+			return nil, err
+		}
+		// 1. This host's blocks, in address order.
+		for _, cidr := range sortedBlocks(ps, func(b *blockState) bool { return b.rec.Host == i.host }) {
+			if len(out) == n {
+				return out, nil
+			}
+			bs := ps.blocks[cidr]
+			if !hasRoom(ps, cidr, bs) {
+				continue
+			}
+			if err := i.loadUsedLocked(ctx, ps, cidr, bs); errors.Is(err, errBlockGone) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			if hasRoom(ps, cidr, bs) {
+				take(ps, cidr, bs)
+			}
+		}
+		// 2. Claim free blocks, searching from a per-host starting point.
+		g := ps.geo
+		nb, start := g.numBlocks(), g.startIndex(i.host, ps.pool.Name)
+		limit := uint64(len(ps.blocks) + len(c.blocks) + n)
+		for k := uint64(0); k < nb && k <= limit && len(out) < n; k++ {
+			cidr := g.block((start + k) & (nb - 1))
+			if _, ok := ps.blocks[cidr]; ok {
+				continue
+			}
+			if _, ok := c.blocks[cidr]; ok && c.blocks[cidr].exists {
+				continue
+			}
+			take(ps, cidr, nil)
+		}
+		// 3. Borrow from other hosts' blocks, starting at a per-host offset
+		// so that borrowers spread out.
+		others := sortedBlocks(ps, func(b *blockState) bool { return b.rec.Host != i.host })
+		off := 0
+		if len(others) > 0 {
+			off = int(g.startIndex(i.host, ps.pool.Name) % uint64(len(others)))
+		}
+		for k := range others {
+			if len(out) == n {
+				return out, nil
+			}
+			cidr := others[(off+k)%len(others)]
+			bs := ps.blocks[cidr]
+			if !hasRoom(ps, cidr, bs) {
+				continue
+			}
+			if err := i.loadUsedLocked(ctx, ps, cidr, bs); errors.Is(err, errBlockGone) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			if hasRoom(ps, cidr, bs) {
+				take(ps, cidr, bs)
+			}
+		}
+		if len(out) == n {
+			return out, nil
+		}
+	}
+	return nil, exhausted(f.pools)
+}
+
+// sortedBlocks returns the cached blocks of a pool that match keep, in
+// address order.
+func sortedBlocks(ps *poolState, keep func(*blockState) bool) []netip.Prefix {
+	var out []netip.Prefix
+	for cidr, bs := range ps.blocks {
+		if keep(bs) {
+			out = append(out, cidr)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
+
+// exhausted describes the pools of a family that ran out, from the cache
+// (which the caller has just refreshed).
+func exhausted(pools []*poolState) error {
+	var names []string
+	var alloc, capacity uint64
+	for _, ps := range pools {
+		names = append(names, ps.pool.Name)
+		capacity = satAdd(capacity, ps.geo.capacity())
+		for _, bs := range ps.blocks {
+			alloc += uint64(bs.rec.Allocated)
+		}
+	}
+	return &ExhaustedError{Pool: strings.Join(names, ","), Allocated: alloc, Capacity: capacity}
+}
+
+func satAdd(a, b uint64) uint64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return math.MaxUint64
+}

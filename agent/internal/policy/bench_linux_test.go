@@ -1,0 +1,174 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/petrel-net/petrel/agent/registry"
+	"github.com/petrel-net/petrel/framework-tests/testutil"
+	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+)
+
+// benchSnapshot has n endpoints in groups groups, every other one on this
+// host (lab host h1), each in one group; every tenth also in a second one.
+func benchSnapshot(n, groups int) *registry.Snapshot {
+	s := &registry.Snapshot{Endpoints: map[string]*petrelv1.Endpoint{}}
+	for i := range n {
+		host := "h1"
+		if i%2 == 1 {
+			host = "h2"
+		}
+		gs := []string{fmt.Sprint("grp", i%groups)}
+		if i%10 == 0 {
+			gs = append(gs, fmt.Sprint("grp", (i+1)%groups))
+		}
+		id := fmt.Sprint("c", i)
+		s.Endpoints[registry.EndpointKey(host, id, "eth0")] = &petrelv1.Endpoint{
+			ContainerId: id, Host: host, Ifname: "eth0", HostIfname: fmt.Sprintf("ptlb%d", i),
+			Ips: []string{fmt.Sprintf("10.70.%d.%d", i/250, i%250+1)}, Netgroups: gs,
+		}
+	}
+	return s
+}
+
+// BenchmarkProgram1000 times programming the policy of 1,000 endpoints in
+// 100 groups into an empty table (one Reconcile: read back, diff, one batch).
+func BenchmarkProgram1000(b *testing.B) {
+	ns := testutil.NewNS(b, "polb")
+	p, err := New(labHost, WithNetNS(ns.Path))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	snap := benchSnapshot(1000, 100)
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		_, _ = ns.Run("nft", "delete", "table", "inet", TableName)
+		b.StartTimer()
+		if err := p.Reconcile(ctx, snap); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st := p.Stats()
+	b.ReportMetric(float64(st.Rules), "rules")
+	b.ReportMetric(float64(st.Elements), "elements")
+}
+
+// BenchmarkMembershipChange1000 times enforcing one membership change on a
+// host whose table holds 1,000 endpoints in 100 groups: one Reconcile after
+// one endpoint switches group (the full read-back and diff included).
+func BenchmarkMembershipChange1000(b *testing.B) {
+	ns := testutil.NewNS(b, "polb")
+	p, err := New(labHost, WithNetNS(ns.Path))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	snap := benchSnapshot(1000, 100)
+	ctx := context.Background()
+	if err := p.Reconcile(ctx, snap); err != nil {
+		b.Fatal(err)
+	}
+	ep := snap.Endpoints[registry.EndpointKey("h1", "c2", "eth0")]
+	i := 0
+	for b.Loop() {
+		i++
+		ep.Netgroups = []string{fmt.Sprint("grp", i%100)}
+		if err := p.Reconcile(ctx, snap); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIperfPolicy measures TCP throughput between two containers of
+// one group on two hosts, alternating runs without Petrel's table and with
+// it (holding 1,000 other endpoints in 100 groups), in one benchmark run.
+// It reports both and the loss in percent (target <= 5).
+func BenchmarkIperfPolicy(b *testing.B) {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		b.Skip("no iperf3")
+	}
+	h1, h2 := testutil.NewLabHost(b, "polh1"), testutil.NewLabHost(b, "polh2")
+	testutil.LinkLabHosts(b, h1, h2, "10.250.0.1", "10.250.0.2")
+	cli := h1.AddContainer(b, "10.71.0.1")
+	srv := h2.AddContainer(b, "10.71.0.2")
+	h1.RouteVia(b, "10.71.0.2/32", h2.Addr)
+	h2.RouteVia(b, "10.71.0.1/32", h1.Addr)
+
+	server := exec.Command("ip", "netns", "exec", srv.Name, "iperf3", "-s", "-B", "10.71.0.2")
+	if err := server.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = server.Process.Kill(); _ = server.Wait() })
+
+	snap := benchSnapshot(1000, 100)
+	for _, e := range []struct{ host, id, ifn, ip string }{
+		{"h1", "cli", cli.HostIfname, "10.71.0.1"}, {"h2", "srv", srv.HostIfname, "10.71.0.2"},
+	} {
+		snap.Endpoints[registry.EndpointKey(e.host, e.id, "eth0")] = &petrelv1.Endpoint{
+			ContainerId: e.id, Host: e.host, Ifname: "eth0", HostIfname: e.ifn, Ips: []string{e.ip}, Netgroups: []string{"grp7"},
+		}
+	}
+	ctx := context.Background()
+	pols := map[string]*Policy{}
+	for name, h := range map[string]*testutil.LabHost{"h1": h1, "h2": h2} {
+		p, err := New(name, WithNetNS(h.Path))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		pols[name] = p
+	}
+	set := func(on bool) {
+		for name, h := range map[string]*testutil.LabHost{"h1": h1, "h2": h2} {
+			if on {
+				if err := pols[name].Reconcile(ctx, snap); err != nil {
+					b.Fatal(err)
+				}
+			} else {
+				_, _ = h.Run("nft", "delete", "table", "inet", TableName)
+			}
+		}
+	}
+	run := func() float64 {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out, err := cli.Run("iperf3", "-c", "10.71.0.2", "-t", "3", "-J")
+			if err == nil {
+				var r struct {
+					End struct {
+						SumReceived struct {
+							BitsPerSecond float64 `json:"bits_per_second"`
+						} `json:"sum_received"`
+					} `json:"end"`
+				}
+				if err := json.Unmarshal([]byte(out), &r); err != nil {
+					b.Fatalf("iperf3 output: %v", err)
+				}
+				return r.End.SumReceived.BitsPerSecond
+			}
+			if time.Now().After(deadline) { // the server may still be starting
+				b.Fatalf("iperf3: %v: %s", err, out)
+			}
+		}
+	}
+	var without, with float64
+	rounds := 0
+	for b.Loop() {
+		set(false)
+		without += run()
+		set(true)
+		with += run()
+		rounds++
+	}
+	without /= float64(rounds)
+	with /= float64(rounds)
+	b.ReportMetric(without/1e9, "Gbit/s-without")
+	b.ReportMetric(with/1e9, "Gbit/s-with")
+	b.ReportMetric(100*(without-with)/without, "%loss")
+}

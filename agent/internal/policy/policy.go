@@ -1,0 +1,179 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/petrel-net/petrel/agent/registry"
+)
+
+// TableName is the name of Petrel's table (family inet).
+const TableName = "petrel"
+
+// ErrUnsupported is returned by New on systems without nftables.
+var ErrUnsupported = errors.New("policy: nftables is not supported on this system")
+
+// kernel reads and writes Petrel's table. The real one speaks nftables over
+// netlink (nft_linux.go); fakeKernel (fake_test.go) keeps a state in memory.
+type kernel interface {
+	// read returns the table's current content; Table is false when the
+	// table does not exist.
+	read(ctx context.Context) (state, error)
+	// apply executes a plan in one atomic batch.
+	apply(ctx context.Context, p plan) error
+	// generation returns the namespace's ruleset generation: unchanged
+	// means no batch was committed since it was last read.
+	generation(ctx context.Context) (uint32, error)
+	// drops sums the packet counters of the table's drop rules.
+	drops(ctx context.Context) (Drops, error)
+	close() error
+}
+
+// Drops counts the packets Petrel's rules dropped.
+type Drops struct {
+	// Policy counts packets dropped because no group admitted them.
+	Policy uint64
+	// Spoofed counts packets dropped by anti-spoofing.
+	Spoofed uint64
+}
+
+// Stats describes the last reconcile.
+type Stats struct {
+	// Changed reports whether the last reconcile changed the kernel.
+	Changed bool
+	// Sets, Elements and Rules count the objects of the desired table.
+	Sets, Elements, Rules int
+}
+
+// Policy reconciles one host's netgroup rules with the registry.
+type Policy struct {
+	host string
+	def  Default
+	k    kernel
+
+	mu    sync.Mutex
+	stats Stats
+	// cache is the table as of generation cacheGen, when cacheOK. It
+	// spares reading every set back when nothing else changed the
+	// namespace's ruleset since our last batch.
+	cache    state
+	cacheGen uint32
+	cacheOK  bool
+}
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	netns string
+	def   Default
+	table string
+}
+
+// WithNetNS makes the policy act inside the network namespace at path (for
+// example /run/netns/x or /proc/<pid>/ns/net) instead of the caller's.
+func WithNetNS(path string) Option { return func(o *options) { o.netns = path } }
+
+// WithDefault sets what a group-less container admits (DefaultOpen if unset).
+func WithDefault(d Default) Option { return func(o *options) { o.def = d } }
+
+// New returns the policy of host, whose name matches Endpoint.host in the
+// registry. Close releases the netlink handle.
+func New(host string, opts ...Option) (*Policy, error) {
+	o := options{table: TableName}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	k, err := newNFTKernel(o.netns, o.table)
+	if err != nil {
+		return nil, err
+	}
+	return newWithDeps(host, o.def, k), nil
+}
+
+func newWithDeps(host string, def Default, k kernel) *Policy {
+	return &Policy{host: host, def: def, k: k}
+}
+
+// readLocked returns the kernel's table: the cached copy when the ruleset
+// generation has not moved since our last batch, else a full read-back.
+func (p *Policy) readLocked(ctx context.Context) (state, error) {
+	gen, err := p.k.generation(ctx)
+	if err == nil && p.cacheOK && gen == p.cacheGen {
+		return p.cache, nil
+	}
+	p.cacheOK = false
+	actual, err := p.k.read(ctx)
+	if err != nil {
+		return actual, err
+	}
+	if gen2, err := p.k.generation(ctx); err == nil && gen2 == gen {
+		p.cache, p.cacheGen, p.cacheOK = actual, gen, true
+	}
+	return actual, nil
+}
+
+// Close releases the policy's kernel handle. The table stays in place.
+func (p *Policy) Close() error { return p.k.close() }
+
+// Drops reads the drop counters from the kernel.
+func (p *Policy) Drops(ctx context.Context) (Drops, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, err := p.k.drops(ctx)
+	if err != nil {
+		return d, fmt.Errorf("policy: read counters: %w", err)
+	}
+	return d, nil
+}
+
+// Stats returns figures about the last reconcile.
+func (p *Policy) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// Reconcile makes the kernel's table match the snapshot: it reads the table
+// back, diffs it against the desired content and applies the difference in
+// one batch. It is safe to call repeatedly; an unchanged snapshot changes
+// nothing.
+func (p *Policy) Reconcile(ctx context.Context, s *registry.Snapshot) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := desired(s, p.host, p.def)
+	st := Stats{Sets: len(want.Sets), Rules: ruleCount(want)}
+	for _, e := range want.Elems {
+		st.Elements += len(e)
+	}
+	// A second round only happens after a table of an unknown shape was
+	// deleted (see diff).
+	for range 2 {
+		actual, err := p.readLocked(ctx)
+		if err != nil {
+			return fmt.Errorf("policy: read table %s: %w", TableName, err)
+		}
+		pl := diff(want, actual)
+		if pl.empty() {
+			p.stats = st
+			return nil
+		}
+		p.cacheOK = false
+		if err := p.k.apply(ctx, pl); err != nil {
+			return fmt.Errorf("policy: apply to table %s: %w", TableName, err)
+		}
+		st.Changed = true
+		if !pl.DelTable {
+			p.stats = st
+			// The kernel now holds want. Remember it with the generation
+			// our batch produced; a later change by anyone else bumps it.
+			if gen, err := p.k.generation(ctx); err == nil {
+				p.cache, p.cacheGen, p.cacheOK = want, gen, true
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("policy: table %s did not converge", TableName)
+}

@@ -1,0 +1,473 @@
+// Package routes programs the routes between hosts: one route per remote
+// block via the owner's underlay address, a /32 (/128) per borrowed address,
+// an unreachable route per own block, and for hosts on another underlay
+// subnet a VXLAN device with its FDB and neighbour entries.
+//
+// Deciding is split from doing: Desired computes the wanted State from a
+// registry.Snapshot, diff compares it with the actual state and yields the
+// few netlink calls that close the gap. Routes Petrel owns carry the route
+// protocol Protocol, so routes of anyone else (including the per-container
+// /32 routes of the dataplane) are never touched, and a route that is already
+// right is never removed and re-added.
+//
+// # VXLAN addressing
+//
+// The VXLAN device carries no address. A route to a block behind another
+// subnet is "<block> via <remote underlay address> dev petrel.vxlan onlink";
+// a permanent neighbour entry maps that next hop to the remote VTEP MAC and
+// an FDB entry sends that MAC to the remote underlay address. The VTEP MAC is
+// derived from the underlay address (0e:70:a:b:c:d), so it survives a device
+// re-creation, and the host record's vxlan_address is the underlay address.
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/petrel-net/petrel/agent/registry"
+	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+)
+
+// Protocol is the route protocol number marking Petrel's inter-host routes
+// (rtnetlink "proto"). The dataplane's per-container routes use another one.
+const Protocol = 76
+
+// Defaults.
+const (
+	DefaultVXLANName = "petrel.vxlan"
+	DefaultVNI       = 4789
+	DefaultPort      = 4789
+	// VXLANOverhead is the IPv4 VXLAN encapsulation overhead in bytes.
+	VXLANOverhead = 50
+)
+
+// Kind is a route's type.
+type Kind uint8
+
+// Route kinds.
+const (
+	Unicast Kind = iota
+	Unreachable
+)
+
+// Route is one route Petrel owns, in the main table.
+type Route struct {
+	Dst  netip.Prefix
+	Kind Kind
+	// Via is the next hop of a unicast route.
+	Via netip.Addr
+	// Dev is the device; empty lets the kernel resolve Via (direct route).
+	Dev    string
+	Onlink bool
+}
+
+// String renders r like `ip route`.
+func (r Route) String() string {
+	if r.Kind == Unreachable {
+		return "unreachable " + r.Dst.String()
+	}
+	s := r.Dst.String() + " via " + r.Via.String()
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	if r.Onlink {
+		s += " onlink"
+	}
+	return s
+}
+
+// matches reports whether actual route a satisfies desired route d. A direct
+// route (d.Dev empty) accepts whatever device the kernel chose.
+func (d Route) matches(a Route) bool {
+	if d.Kind != a.Kind || d.Dst != a.Dst {
+		return false
+	}
+	if d.Kind == Unreachable {
+		return true
+	}
+	return d.Via == a.Via && d.Onlink == a.Onlink && (d.Dev == "" || d.Dev == a.Dev)
+}
+
+// VXLAN describes the VXLAN device.
+type VXLAN struct {
+	Name  string
+	VNI   int
+	Port  int
+	MTU   int
+	MAC   string
+	Local netip.Addr
+	// Parent is the underlay device (empty: any).
+	Parent string
+}
+
+// State is a host's inter-host forwarding state.
+type State struct {
+	Routes map[netip.Prefix]Route
+	// Neigh maps a next hop on the VXLAN device to the remote VTEP MAC.
+	Neigh map[netip.Addr]string
+	// FDB maps a remote VTEP MAC to its underlay address.
+	FDB map[string]netip.Addr
+}
+
+func newState() *State {
+	return &State{Routes: map[netip.Prefix]Route{}, Neigh: map[netip.Addr]string{}, FDB: map[string]netip.Addr{}}
+}
+
+// Self describes the local host to Desired.
+type Self struct {
+	Name string
+	// Subnet is the underlay subnet (its address is the host's address).
+	Subnet netip.Prefix
+	// VXLANDev names the VXLAN device; empty disables cross-subnet routes.
+	VXLANDev string
+}
+
+// Desired computes the state host self wants from snapshot s.
+func Desired(self Self, s *registry.Snapshot) *State {
+	st := newState()
+	via := func(h *petrelv1.Host, v6 bool) (Route, bool) {
+		if h == nil {
+			return Route{}, false
+		}
+		if v6 {
+			a, err := netip.ParseAddr(h.GetAddressV6())
+			if err != nil {
+				return Route{}, false
+			}
+			return Route{Via: a}, true
+		}
+		a, err := netip.ParseAddr(h.GetAddress())
+		if err != nil || !a.Is4() {
+			return Route{}, false
+		}
+		if self.Subnet.Contains(a) {
+			return Route{Via: a}, true
+		}
+		if self.VXLANDev == "" || h.GetVxlanMac() == "" {
+			return Route{}, false
+		}
+		mac := strings.ToLower(h.GetVxlanMac())
+		st.Neigh[a] = mac
+		st.FDB[mac] = a
+		return Route{Via: a, Dev: self.VXLANDev, Onlink: true}, true
+	}
+	for cidr, b := range s.Blocks {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			continue
+		}
+		p = p.Masked()
+		if b.Host == self.Name {
+			st.Routes[p] = Route{Dst: p, Kind: Unreachable}
+			continue
+		}
+		if r, ok := via(s.Hosts[b.Host], p.Addr().Is6()); ok {
+			r.Dst = p
+			st.Routes[p] = r
+		}
+	}
+	for ip, a := range s.Allocations {
+		if a.Host == "" || a.Host == self.Name {
+			continue
+		}
+		if b, ok := s.Blocks[a.Block]; ok && b.Host == a.Host {
+			continue // covered by the block route
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			continue
+		}
+		if r, ok := via(s.Hosts[a.Host], addr.Is6()); ok {
+			r.Dst = netip.PrefixFrom(addr, addr.BitLen())
+			st.Routes[r.Dst] = r
+		}
+	}
+	return st
+}
+
+// Plan is the set of changes that turns actual into desired.
+type Plan struct {
+	Replace   []Route
+	Delete    []Route
+	SetFDB    map[string]netip.Addr
+	DelFDB    map[string]netip.Addr
+	SetNeigh  map[netip.Addr]string
+	DelNeigh  []netip.Addr
+	NeedVXLAN bool
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool {
+	return len(p.Replace)+len(p.Delete)+len(p.SetFDB)+len(p.DelFDB)+len(p.SetNeigh)+len(p.DelNeigh) == 0
+}
+
+// diff compares desired with actual. It is pure.
+func diff(desired, actual *State) *Plan {
+	p := &Plan{SetFDB: map[string]netip.Addr{}, DelFDB: map[string]netip.Addr{}, SetNeigh: map[netip.Addr]string{}}
+	for dst, d := range desired.Routes {
+		if a, ok := actual.Routes[dst]; !ok || !d.matches(a) {
+			p.Replace = append(p.Replace, d)
+		}
+		if d.Onlink {
+			p.NeedVXLAN = true
+		}
+	}
+	for dst, a := range actual.Routes {
+		if _, ok := desired.Routes[dst]; !ok {
+			p.Delete = append(p.Delete, a)
+		}
+	}
+	for mac, dst := range desired.FDB {
+		if a, ok := actual.FDB[mac]; !ok || a != dst {
+			p.SetFDB[mac] = dst
+		}
+	}
+	for mac, dst := range actual.FDB {
+		if d, ok := desired.FDB[mac]; !ok || d != dst {
+			p.DelFDB[mac] = dst
+		}
+	}
+	for ip, mac := range desired.Neigh {
+		if a, ok := actual.Neigh[ip]; !ok || a != mac {
+			p.SetNeigh[ip] = mac
+		}
+	}
+	for ip := range actual.Neigh {
+		if _, ok := desired.Neigh[ip]; !ok {
+			p.DelNeigh = append(p.DelNeigh, ip)
+		}
+	}
+	sortRoutes(p.Replace)
+	sortRoutes(p.Delete)
+	sort.Slice(p.DelNeigh, func(i, j int) bool { return p.DelNeigh[i].Less(p.DelNeigh[j]) })
+	return p
+}
+
+func sortRoutes(rs []Route) {
+	sort.Slice(rs, func(i, j int) bool {
+		if c := rs[i].Dst.Addr().Compare(rs[j].Dst.Addr()); c != 0 {
+			return c < 0
+		}
+		return rs[i].Dst.Bits() < rs[j].Dst.Bits()
+	})
+}
+
+// netOps is the kernel as the reconciler uses it. The Linux implementation
+// wraps netlink calls one to one; fakeOps records state as text.
+type netOps interface {
+	// ListRoutes lists the main-table routes with protocol Protocol.
+	ListRoutes() ([]Route, error)
+	ReplaceRoute(r Route) error
+	DeleteRoute(r Route) error
+	// EnsureVXLAN creates the device or fixes its settings, and sets it up.
+	EnsureVXLAN(v VXLAN) error
+	ListNeigh(dev string) (map[netip.Addr]string, error)
+	SetNeigh(dev string, ip netip.Addr, mac string) error
+	DelNeigh(dev string, ip netip.Addr) error
+	ListFDB(dev string) (map[string]netip.Addr, error)
+	SetFDB(dev, mac string, dst netip.Addr) error
+	DelFDB(dev, mac string, dst netip.Addr) error
+}
+
+// Config configures a Reconciler.
+type Config struct {
+	// Host is the local host record (name, address, subnet, mtu, vxlan_mac).
+	Host *petrelv1.Host
+	// VXLANName, VNI and Port configure the VXLAN device; zero values take
+	// the defaults. NoVXLAN disables cross-subnet routing.
+	VXLANName string
+	VNI       int
+	Port      int
+	NoVXLAN   bool
+	// UnderlayDev is the device holding the host address.
+	UnderlayDev string
+	// ResyncInterval is how often the kernel is listed again instead of
+	// trusting the cached state (default 30s).
+	ResyncInterval time.Duration
+}
+
+// Reconciler programs routes; it implements cluster.Reconciler.
+type Reconciler struct {
+	ops    netOps
+	self   Self
+	vxlan  VXLAN
+	resync time.Duration
+	now    func() time.Time
+
+	mu       sync.Mutex
+	actual   *State // nil: list the kernel next time
+	listed   time.Time
+	vxlanUp  bool
+	lastPlan *Plan
+}
+
+// VTEPMAC derives the VXLAN MAC of a host from its IPv4 underlay address.
+func VTEPMAC(a netip.Addr) string {
+	b := a.As4()
+	return fmt.Sprintf("0e:70:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+func newWithOps(ops netOps, cfg Config) (*Reconciler, error) {
+	h := cfg.Host
+	if h == nil || h.GetName() == "" {
+		return nil, errors.New("routes: host name required")
+	}
+	subnet, err := netip.ParsePrefix(h.GetSubnet())
+	if err != nil {
+		return nil, fmt.Errorf("routes: host %s subnet %q: %w", h.GetName(), h.GetSubnet(), err)
+	}
+	addr, err := netip.ParseAddr(h.GetAddress())
+	if err != nil || !addr.Is4() {
+		return nil, fmt.Errorf("routes: host %s address %q is not IPv4", h.GetName(), h.GetAddress())
+	}
+	r := &Reconciler{ops: ops, resync: cfg.ResyncInterval, now: time.Now}
+	if r.resync <= 0 {
+		r.resync = 30 * time.Second
+	}
+	r.self = Self{Name: h.GetName(), Subnet: subnet.Masked()}
+	if !cfg.NoVXLAN {
+		v := VXLAN{Name: cfg.VXLANName, VNI: cfg.VNI, Port: cfg.Port, MTU: int(h.GetMtu()) - VXLANOverhead,
+			MAC: h.GetVxlanMac(), Local: addr, Parent: cfg.UnderlayDev}
+		if v.Name == "" {
+			v.Name = DefaultVXLANName
+		}
+		if v.VNI == 0 {
+			v.VNI = DefaultVNI
+		}
+		if v.Port == 0 {
+			v.Port = DefaultPort
+		}
+		if v.MAC == "" {
+			v.MAC = VTEPMAC(addr)
+		}
+		if h.GetMtu() == 0 {
+			v.MTU = 1500 - VXLANOverhead
+		}
+		r.vxlan = v
+		r.self.VXLANDev = v.Name
+	}
+	return r, nil
+}
+
+// Reconcile brings the kernel in line with the snapshot. It applies every
+// change it can, joins the errors, and lists the kernel again after an error
+// or when the cached state is older than the resync interval.
+func (r *Reconciler) Reconcile(_ context.Context, s *registry.Snapshot) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	desired := Desired(r.self, s)
+	var errs []error
+	relisted := false
+	if r.actual == nil || r.now().Sub(r.listed) >= r.resync {
+		if err := r.listLocked(); err != nil {
+			return err
+		}
+		relisted = true
+	}
+	if r.self.VXLANDev != "" && (!r.vxlanUp || relisted) {
+		if err := r.ops.EnsureVXLAN(r.vxlan); err != nil {
+			errs = append(errs, fmt.Errorf("routes: vxlan device %s: %w", r.vxlan.Name, err))
+		} else {
+			r.vxlanUp = true
+		}
+	}
+	p := diff(desired, r.actual)
+	r.lastPlan = p
+	a := r.actual
+	dev := r.vxlan.Name
+	// Underlay reachability first (FDB, neighbours), then routes; adds
+	// before deletes so a changing next hop never leaves a gap.
+	for mac, dst := range p.SetFDB {
+		if old, ok := a.FDB[mac]; ok && old != dst {
+			if err := r.ops.DelFDB(dev, mac, old); err != nil {
+				errs = append(errs, fmt.Errorf("routes: delete fdb %s dst %s: %w", mac, old, err))
+				continue
+			}
+		}
+		if err := r.ops.SetFDB(dev, mac, dst); err != nil {
+			errs = append(errs, fmt.Errorf("routes: fdb %s dst %s: %w", mac, dst, err))
+			continue
+		}
+		a.FDB[mac] = dst
+	}
+	for ip, mac := range p.SetNeigh {
+		if err := r.ops.SetNeigh(dev, ip, mac); err != nil {
+			errs = append(errs, fmt.Errorf("routes: neighbour %s lladdr %s: %w", ip, mac, err))
+			continue
+		}
+		a.Neigh[ip] = mac
+	}
+	for _, rt := range p.Replace {
+		if err := r.ops.ReplaceRoute(rt); err != nil {
+			errs = append(errs, fmt.Errorf("routes: replace %s: %w", rt, err))
+			continue
+		}
+		a.Routes[rt.Dst] = rt
+	}
+	for _, rt := range p.Delete {
+		if err := r.ops.DeleteRoute(rt); err != nil {
+			errs = append(errs, fmt.Errorf("routes: delete %s: %w", rt, err))
+			continue
+		}
+		delete(a.Routes, rt.Dst)
+	}
+	for _, ip := range p.DelNeigh {
+		if err := r.ops.DelNeigh(dev, ip); err != nil {
+			errs = append(errs, fmt.Errorf("routes: delete neighbour %s: %w", ip, err))
+			continue
+		}
+		delete(a.Neigh, ip)
+	}
+	for mac, dst := range p.DelFDB {
+		if _, reset := p.SetFDB[mac]; reset {
+			continue
+		}
+		if err := r.ops.DelFDB(dev, mac, dst); err != nil {
+			errs = append(errs, fmt.Errorf("routes: delete fdb %s dst %s: %w", mac, dst, err))
+			continue
+		}
+		delete(a.FDB, mac)
+	}
+	if err := errors.Join(errs...); err != nil {
+		r.actual = nil // trust the kernel, not the cache, next time
+		return err
+	}
+	return nil
+}
+
+// listLocked reads the actual state from the kernel.
+func (r *Reconciler) listLocked() error {
+	st := newState()
+	rs, err := r.ops.ListRoutes()
+	if err != nil {
+		return fmt.Errorf("routes: list routes: %w", err)
+	}
+	for _, rt := range rs {
+		st.Routes[rt.Dst] = rt
+	}
+	if r.self.VXLANDev != "" {
+		if n, err := r.ops.ListNeigh(r.vxlan.Name); err == nil {
+			st.Neigh = n
+		}
+		if f, err := r.ops.ListFDB(r.vxlan.Name); err == nil {
+			st.FDB = f
+		}
+	}
+	r.actual = st
+	r.listed = r.now()
+	return nil
+}
+
+// LastPlan returns the changes the last Reconcile made (for tests and
+// benchmarks).
+func (r *Reconciler) LastPlan() *Plan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastPlan
+}

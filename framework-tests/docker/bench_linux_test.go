@@ -1,0 +1,55 @@
+package docker
+
+import (
+	"testing"
+	"time"
+)
+
+// BenchmarkDockerRun measures `docker run -d` until the new container is
+// network-ready (it pings a peer container on the same network), on a Petrel
+// network and on Docker's default bridge, interleaved in the same run. It
+// reports milliseconds for each and their ratio (target: petrel/bridge <=
+// 1.2). It also reports the `docker run -d` part alone.
+//
+//	PETREL_REQUIRE_DOCKER=1 go test ./framework-tests/docker -run '^$' -bench DockerRun -benchtime 10x
+func BenchmarkDockerRun(b *testing.B) {
+	e := newEnv(b)
+	petrelNet := e.network(b)
+	peerP := e.run(b, petrelNet)
+	peerB := e.run(b, "bridge")
+	peerPIP, peerBIP := ip(b, peerP, petrelNet), ip(b, peerB, "bridge")
+
+	measure := func(network, peer string) (run, ready time.Duration) {
+		name := "ptl-b-" + randHex(4)
+		start := time.Now()
+		mustDocker(b, "run", "-d", "--name", name, "--net", network, e.image, "sleep", "3600")
+		run = time.Since(start)
+		if err := ping(name, peer); err != nil {
+			b.Fatal(err)
+		}
+		ready = time.Since(start)
+		b.StopTimer()
+		mustDocker(b, "rm", "-f", name)
+		b.StartTimer()
+		return run, ready
+	}
+	// One warm-up of each, so neither side pays first-use costs.
+	measure(petrelNet, peerPIP)
+	measure("bridge", peerBIP)
+	var pRun, pReady, bRun, bReady time.Duration
+	b.ResetTimer()
+	for range b.N {
+		r, d := measure(petrelNet, peerPIP)
+		pRun, pReady = pRun+r, pReady+d
+		r, d = measure("bridge", peerBIP)
+		bRun, bReady = bRun+r, bReady+d
+	}
+	n := float64(b.N)
+	ms := func(d time.Duration) float64 { return float64(d.Milliseconds()) / n }
+	b.ReportMetric(ms(pReady), "petrel-ready-ms")
+	b.ReportMetric(ms(bReady), "bridge-ready-ms")
+	b.ReportMetric(float64(pReady)/float64(bReady), "ready-ratio")
+	b.ReportMetric(ms(pRun), "petrel-run-ms")
+	b.ReportMetric(ms(bRun), "bridge-run-ms")
+	b.ReportMetric(float64(pRun)/float64(bRun), "run-ratio")
+}
