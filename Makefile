@@ -38,8 +38,12 @@ build: ## build every binary (petreld, petrelctl, shims, dns) into bin/
 		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$name $$d || exit 1; \
 	done
 
+.PHONY: deps
+deps: ## install the Debian packages the tests and demo need, if missing (as root)
+	@.ci/deps
+
 .PHONY: test
-test: lint proto-check ## lint, proto-check, then go test -race ./... (fails on skipped root tests when run as root)
+test: deps lint proto-check ## lint, proto-check, then go test -race ./... (fails on skipped root tests when run as root)
 	@TEST_TIMEOUT=$(TEST_TIMEOUT) TESTDIR=$(TESTDIR) .ci/gotest $(TEST_PKGS)
 
 .PHONY: test-unit
@@ -50,7 +54,7 @@ test-unit: ## go test -race without lint and proto-check
 check: test ## lint + proto-check + test
 
 .PHONY: demo
-demo: build ## start petreld on an embedded etcd and walk through the features (needs root)
+demo: deps build ## start petreld on an embedded etcd and walk through the features (needs root)
 	@deploy/demo/demo.sh
 
 .PHONY: bench

@@ -12,6 +12,9 @@ BIN=${BIN:-$ROOT/bin}
 WORK=$(mktemp -d /tmp/petrel-demo.XXXXXX)
 SOCK=$WORK/petreld.sock
 PETRELD_PID=
+# The network namespace that plays the host: the demo never configures the
+# machine's own network.
+HOSTNS=ptl-demo-$$
 export PETREL_SOCKET=$SOCK
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -27,6 +30,9 @@ cleanup() {
 		kill -TERM "$PETRELD_PID"
 		wait "$PETRELD_PID" 2>/dev/null || true
 	fi
+	if ip netns list 2>/dev/null | grep -qw "$HOSTNS"; then
+		ip netns del "$HOSTNS" || true
+	fi
 	if [ $rc -ne 0 ] && [ -f "$WORK/petreld.log" ]; then
 		echo "demo failed (exit $rc); last lines of petreld's log:" >&2
 		tail -n 30 "$WORK/petreld.log" >&2
@@ -38,6 +44,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 require() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "the demo needs root (network namespaces): sudo make demo" >&2
+		exit 1
+	fi
 	for b in petreld petrelctl; do
 		[ -x "$BIN/$b" ] || { echo "missing $BIN/$b: run make build" >&2; exit 1; }
 	done
@@ -60,9 +70,11 @@ wait_for() {
 }
 
 start_petreld() {
-	say "start petreld with an embedded etcd in $WORK"
+	say "start petreld with an embedded etcd in $WORK, host namespace $HOSTNS"
+	ip netns add "$HOSTNS"
+	ip -n "$HOSTNS" link set lo up
 	"$BIN/petreld" --data-dir "$WORK/data" --socket "$SOCK" --hostname demo-host \
-		--metrics-addr 127.0.0.1:0 >"$WORK/petreld.log" 2>&1 &
+		--netns "/run/netns/$HOSTNS" --metrics-addr 127.0.0.1:0 >"$WORK/petreld.log" 2>&1 &
 	PETRELD_PID=$!
 	wait_for "$BIN/petrelctl" status
 	ctl status
@@ -102,10 +114,24 @@ ipam_demo() {
 	ctl status -o json
 }
 
+# metrics prints petreld's pool gauges from /metrics (address from its log).
+metrics() {
+	local addr port
+	addr=$(grep -o 'metrics=127.0.0.1:[0-9]*' "$WORK/petreld.log" | head -1 | cut -d= -f2)
+	[ -n "$addr" ] || { echo "metrics address not found in the log"; return 0; }
+	port=${addr##*:}
+	say "Prometheus metrics at http://$addr/metrics (pool gauges, allocation latency)"
+	exec 3<>"/dev/tcp/127.0.0.1/$port"
+	printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$addr" >&3
+	grep -E '^petrel_(ipam_pool_addresses|ipam_allocation_duration_seconds_count)' <&3 || true
+	exec 3<&-
+}
+
 main() {
 	require
 	start_petreld
 	ipam_demo
+	metrics
 	say "stop petreld"
 	kill -TERM "$PETRELD_PID"
 	wait "$PETRELD_PID"

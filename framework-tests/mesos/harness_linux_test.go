@@ -69,6 +69,9 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
+	if cnitoolPath != "" {
+		_ = os.RemoveAll(filepath.Dir(cnitoolPath))
+	}
 	os.Exit(code)
 }
 
@@ -391,9 +394,10 @@ func (n nsPinger) run(args ...string) (string, error) { return n.Run(args...) }
 
 func mustPing(t *testing.T, from pinger, ip string) {
 	t.Helper()
-	args := []string{"ping", "-c", "1", "-W", "2", ip}
+	// busybox ping: the image has no iputils.
+	args := []string{"busybox", "ping", "-c", "1", "-W", "2", ip}
 	if strings.Contains(ip, ":") {
-		args = []string{"ping", "-6", "-c", "1", "-W", "2", ip}
+		args = []string{"busybox", "ping", "-6", "-c", "1", "-W", "2", ip}
 	}
 	// The first packet may race neighbour setup; three tries.
 	var out string

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true, EmitUnpopulated: true}
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
 // PrintProto writes a response message as JSON (field names as in the
 // .proto, every field present).
@@ -19,7 +20,13 @@ func (e *Env) PrintProto(m proto.Message) error {
 	if err != nil {
 		return fmt.Errorf("render %T: %w", m, err)
 	}
-	_, err = fmt.Fprintf(e.Out, "%s\n", b)
+	// protojson varies its whitespace on purpose; re-indent for stable output.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return fmt.Errorf("render %T: %w", m, err)
+	}
+	out.WriteByte('\n')
+	_, err = e.Out.Write(out.Bytes())
 	return err
 }
 

@@ -10,13 +10,17 @@ import (
 )
 
 func init() {
-	register(command{name: "status", summary: "show the agent, etcd, endpoints and pools", setup: statusCmd})
+	register(command{name: "status", usage: "[--wait-converged [--revision R] [--timeout D]]", summary: "show the agent, etcd, endpoints and pools", setup: statusCmd})
 }
 
-func statusCmd(_ *flag.FlagSet) runFunc {
+func statusCmd(fs *flag.FlagSet) runFunc {
+	wait := bindWaitFlags(fs)
 	return func(ctx context.Context, e *Env, args []string) error {
 		if len(args) != 0 {
 			return usagef("no arguments expected")
+		}
+		if wait.wait {
+			return waitConverged(ctx, e, wait)
 		}
 		c, err := e.Cluster()
 		if err != nil {

@@ -40,6 +40,7 @@ type Config struct {
 	Dataplane DataplaneConfig `json:"dataplane"`
 	Docker    DockerConfig    `json:"docker"`
 	Cluster   ClusterConfig   `json:"cluster"`
+	Policy    PolicyConfig    `json:"policy"`
 }
 
 // EtcdConfig says where the registry lives.
@@ -106,7 +107,8 @@ func Default() Config {
 			DialTimeout:    Duration(5 * time.Second),
 			RequestTimeout: Duration(5 * time.Second),
 		},
-		IPAM: IPAMConfig{UsageRefresh: Duration(30 * time.Second)},
+		IPAM:   IPAMConfig{UsageRefresh: Duration(30 * time.Second)},
+		Policy: PolicyConfig{Enabled: true, Default: "open"},
 	}
 }
 
@@ -133,6 +135,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dataplane.UnderlayInterface, "underlay-interface", c.Dataplane.UnderlayInterface, "interface between hosts; empty detects it")
 
 	c.Cluster.flags(fs)
+	c.Policy.flags(fs)
 
 	fs.BoolVar(&c.Docker.Plugin, "docker-plugin", c.Docker.Plugin, "serve the Docker network and IPAM driver named petrel")
 	fs.StringVar(&c.Docker.PluginDir, "docker-plugin-dir", c.Docker.PluginDir, "directory of the Docker plugin socket petrel.sock")
@@ -239,6 +242,9 @@ func (c Config) Validate() error {
 	}
 	if c.Dataplane.MTU < 0 || c.Dataplane.MTU > 65535 {
 		errs = append(errs, fmt.Errorf("dataplane: mtu %d out of range", c.Dataplane.MTU))
+	}
+	if err := c.Policy.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Docker.Plugin && c.Dataplane.NetNS != "" {
 		errs = append(errs, errors.New("docker: the plugin needs the dataplane in petreld's own namespace (no --netns)"))

@@ -95,6 +95,7 @@ func (d *Daemon) steps() []step {
 		{"docker", d.startDocker},
 		// Components that serve gRPC (dataplane, cluster, policy, docker
 		// plugin) start here, before "grpc" registers their services.
+		{"policy", d.startPolicy},
 		{"cluster", d.startCluster},
 		{"grpc", d.startGRPC},
 		{"monitor", d.startMonitor},
@@ -104,6 +105,9 @@ func (d *Daemon) steps() []step {
 // Run starts petreld and serves until ctx ends (SIGTERM, SIGINT) or a
 // component fails; then it stops everything it started.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	d, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err

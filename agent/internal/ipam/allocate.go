@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/petrel-net/petrel/agent/registry"
@@ -22,64 +23,181 @@ type held struct {
 
 // readHandle reads the addresses a handle holds and the revision read at.
 func (i *IPAM) readHandle(ctx context.Context, handle string) ([]held, int64, error) {
-	prefix := registry.HandlePrefix(handle)
-	r, err := i.get(ctx, prefix, clientv3.WithPrefix())
+	r, err := i.get(ctx, registry.HandlePrefix(handle), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([]held, 0, len(r.Kvs))
-	for _, kv := range r.Kvs {
+	return parseHandleKeys(handle, r.Kvs), r.Header.Revision, nil
+}
+
+// parseHandleKeys decodes the handle index keys of one handle.
+func parseHandleKeys(handle string, kvs []*mvccpb.KeyValue) []held {
+	prefix := registry.HandlePrefix(handle)
+	out := make([]held, 0, len(kvs))
+	for _, kv := range kvs {
 		ip, err := netip.ParseAddr(strings.TrimPrefix(string(kv.Key), prefix))
 		if err != nil {
 			continue // not ours to judge; ipam check reports it
 		}
 		out = append(out, held{ip: ip, pool: string(kv.Value)})
 	}
-	return out, r.Header.Revision, nil
+	return out
 }
 
 // Allocate returns req.NumV4 IPv4 and req.NumV6 IPv6 addresses for
 // req.Handle, IPv4 first, each family sorted. It is idempotent: addresses the
 // handle already holds in the requested pools count towards the request, and
-// only the missing ones are allocated. In the common case it writes one etcd
-// transaction.
+// only the missing ones are allocated.
+//
+// Concurrent calls on one IPAM are group-committed: whoever holds the host's
+// lock plans every queued call against the cache and commits them in one
+// transaction. A call for a new handle costs one etcd round trip and one
+// write (shared with the calls it is batched with); the transaction checks
+// that the handle still holds nothing, so an existing handle is caught by the
+// compare and answered from the transaction's Else reads.
+//
+// If ctx ends while the call is being committed by another caller's batch,
+// Allocate returns ctx's error and the addresses may still be allocated: a
+// retry with the same handle returns them.
 func (i *IPAM) Allocate(ctx context.Context, req Request) ([]netip.Addr, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	refreshed := false
-	for attempt := 0; attempt < i.maxRetries; {
-		have, hrev, err := i.readHandle(ctx, req.Handle)
-		if err != nil {
-			return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
-		}
-		if err := i.lock(ctx); err != nil {
-			return nil, err
-		}
-		out, ok, err := i.allocateLocked(ctx, req, have, hrev)
-		if errors.Is(err, ErrExhausted) && !refreshed {
-			// The cache may be stale: read everything again once.
-			refreshed = true
-			for _, ps := range i.pools {
-				ps.loaded = false
+	call := &allocCall{req: req, done: make(chan struct{})}
+	i.qmu.Lock()
+	i.queue = append(i.queue, call)
+	i.qmu.Unlock()
+	for {
+		select {
+		case <-call.done:
+			if call.err != nil {
+				return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, call.err)
 			}
-			err = i.loadPoolsLocked(ctx, true)
+			return call.out, nil
+		case i.sem <- struct{}{}:
+			i.runBatchLocked(context.WithoutCancel(ctx))
 			i.unlock()
-			if err != nil {
-				return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
-			}
+		case <-ctx.Done():
+			i.qmu.Lock()
+			i.queue = slices.DeleteFunc(i.queue, func(c *allocCall) bool { return c == call })
+			i.qmu.Unlock()
+			return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, ctx.Err())
+		}
+	}
+}
+
+// allocCall is one queued Allocate.
+type allocCall struct {
+	req  Request
+	have []held // what the handle holds, as last seen
+	hrev int64  // revision have was read at; 0 means "assumed empty"
+	out  []netip.Addr
+	err  error
+	done chan struct{}
+}
+
+func (c *allocCall) finish(out []netip.Addr, err error) {
+	c.out, c.err = out, err
+	close(c.done)
+}
+
+// Batch limits keep one transaction well under etcd's 128 operations.
+const maxBatchCalls = 16
+
+// takeBatch dequeues calls whose addresses fit in one transaction, at most
+// one per handle (two calls of one handle in one transaction would both see
+// the handle empty).
+func (i *IPAM) takeBatch() []*allocCall {
+	i.qmu.Lock()
+	defer i.qmu.Unlock()
+	var batch, rest []*allocCall
+	handles := map[string]bool{}
+	n := 0
+	for _, c := range i.queue {
+		k := c.req.NumV4 + c.req.NumV6
+		if handles[c.req.Handle] || len(batch) == maxBatchCalls || (len(batch) > 0 && n+k > MaxAddresses) {
+			rest = append(rest, c)
 			continue
 		}
-		i.unlock()
-		if err != nil {
-			return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
+		handles[c.req.Handle] = true
+		batch = append(batch, c)
+		n += k
+	}
+	i.queue = rest
+	return batch
+}
+
+// runBatchLocked allocates for the queued calls with one transaction per
+// attempt. Errors of one call (unknown pool, exhausted) finish that call
+// only; etcd errors finish the whole batch.
+func (i *IPAM) runBatchLocked(ctx context.Context) {
+	batch := i.takeBatch()
+	refreshed := false
+	for attempt := 0; len(batch) > 0; {
+		if attempt >= i.maxRetries {
+			for _, call := range batch {
+				call.finish(nil, fmt.Errorf("%w: gave up after %d conflicting attempts", ErrConflict, i.maxRetries))
+			}
+			return
+		}
+		c := newChange()
+		outs := make([][]netip.Addr, len(batch))
+		bad := -1
+		var err error
+		for k, call := range batch {
+			if outs[k], err = i.planLocked(ctx, c, call); err != nil {
+				bad = k
+				break
+			}
+		}
+		if bad >= 0 {
+			if errors.Is(err, ErrExhausted) && !refreshed {
+				// The cache may be stale: read everything again once.
+				refreshed = true
+				for _, ps := range i.pools {
+					ps.loaded = false
+				}
+				if err = i.loadPoolsLocked(ctx, true); err == nil {
+					continue
+				}
+			}
+			if isCallError(err) {
+				batch[bad].finish(nil, err)
+				batch = slices.Delete(batch, bad, bad+1)
+				continue
+			}
+			for _, call := range batch {
+				call.finish(nil, err)
+			}
+			return
+		}
+		ok := true
+		if !c.empty() {
+			if ok, err = i.commitLocked(ctx, c); err != nil {
+				for _, call := range batch {
+					call.finish(nil, err)
+				}
+				return
+			}
 		}
 		if ok {
-			return out, nil
+			for k, call := range batch {
+				call.finish(outs[k], nil)
+			}
+			return
+		}
+		for _, call := range batch {
+			if h, seen := c.handleSeen[call.req.Handle]; seen {
+				call.have, call.hrev = h.have, h.rev
+			}
 		}
 		attempt++
 	}
-	return nil, fmt.Errorf("ipam: allocate for %s: %w: gave up after %d conflicting attempts", req.Handle, ErrConflict, i.maxRetries)
+}
+
+// isCallError reports whether err concerns one call rather than etcd.
+func isCallError(err error) bool {
+	return errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrExhausted) || errors.Is(err, ErrNotFound)
 }
 
 // family is one address family of a request.
@@ -151,18 +269,18 @@ func (i *IPAM) familiesLocked(ctx context.Context, req Request) ([]family, error
 	return out, nil
 }
 
-// allocateLocked plans and commits one attempt. ok is false when a compare
-// failed and the caller should try again.
-func (i *IPAM) allocateLocked(ctx context.Context, req Request, have []held, hrev int64) ([]netip.Addr, bool, error) {
+// planLocked adds the writes of one call to c and returns the addresses the
+// call will get if c commits.
+func (i *IPAM) planLocked(ctx context.Context, c *change, call *allocCall) ([]netip.Addr, error) {
+	req := call.req
 	fams, err := i.familiesLocked(ctx, req)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	c := newChange(req.Handle, hrev)
 	var out []netip.Addr
 	for _, f := range fams {
 		var got []netip.Addr
-		for _, h := range have {
+		for _, h := range call.have {
 			if h.ip.Is4() == f.is4 && slices.ContainsFunc(f.pools, func(ps *poolState) bool { return ps.pool.Name == h.pool }) {
 				got = append(got, h.ip)
 			}
@@ -174,20 +292,14 @@ func (i *IPAM) allocateLocked(ctx context.Context, req Request, have []held, hre
 		}
 		ips, err := i.pickLocked(ctx, c, req, f, f.n-len(got))
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
+		c.checkHandle(req.Handle, call.hrev)
 		got = append(got, ips...)
 		slices.SortFunc(got, netip.Addr.Compare)
 		out = append(out, got...)
 	}
-	if c.empty() {
-		return out, true, nil
-	}
-	ok, err := i.commitLocked(ctx, c)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	return out, true, nil
+	return out, nil
 }
 
 // pickLocked chooses n free addresses of one family and adds them to c:

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -13,17 +14,18 @@ import (
 // change is the set of writes of one transaction: decide (fill a change from
 // the cache) then do (commit it with compares).
 type change struct {
-	// handle, when handleRev > 0, must have gained no key since handleRev:
-	// this stops two concurrent Allocates of one handle from both adding.
-	handle    string
-	handleRev int64
-	pools     map[string]*poolState
-	poolOrder []string
-	blocks    map[netip.Prefix]*blockChange
-	order     []netip.Prefix
-	puts      []registry.Allocation
-	dels      []delAlloc
-	picked    map[netip.Addr]bool
+	// handles must have gained no key since the given revision (0: must
+	// hold none): this stops two concurrent Allocates of one handle from
+	// both adding. handleSeen holds their keys as read by a failed commit.
+	handles    []handleCheck
+	handleSeen map[string]handleCheck
+	pools      map[string]*poolState
+	poolOrder  []string
+	blocks     map[netip.Prefix]*blockChange
+	order      []netip.Prefix
+	puts       []registry.Allocation
+	dels       []delAlloc
+	picked     map[netip.Addr]bool
 	// unindex lists stale handle keys to drop (handle key without its address).
 	unindex []string
 }
@@ -46,13 +48,25 @@ type delAlloc struct {
 	rev    int64
 }
 
-func newChange(handle string, handleRev int64) *change {
+// handleCheck is a handle whose keys a change compares.
+type handleCheck struct {
+	handle string
+	rev    int64
+	have   []held
+}
+
+func newChange() *change {
 	return &change{
-		handle:    handle,
-		handleRev: handleRev,
-		pools:     map[string]*poolState{},
-		blocks:    map[netip.Prefix]*blockChange{},
-		picked:    map[netip.Addr]bool{},
+		pools:  map[string]*poolState{},
+		blocks: map[netip.Prefix]*blockChange{},
+		picked: map[netip.Addr]bool{},
+	}
+}
+
+// checkHandle makes the change require that handle gained no key since rev.
+func (c *change) checkHandle(handle string, rev int64) {
+	if !slices.ContainsFunc(c.handles, func(h handleCheck) bool { return h.handle == handle }) {
+		c.handles = append(c.handles, handleCheck{handle: handle, rev: rev})
 	}
 }
 
@@ -100,8 +114,10 @@ func (i *IPAM) commitLocked(ctx context.Context, c *change) (bool, error) {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(registry.PoolKey(name)), "=", ps.rev))
 		els = append(els, clientv3.OpGet(registry.PoolKey(name), clientv3.WithKeysOnly()))
 	}
-	if c.handleRev > 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(registry.HandlePrefix(c.handle)), "<", c.handleRev+1).WithPrefix())
+	for _, h := range c.handles {
+		prefix := registry.HandlePrefix(h.handle)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(prefix), "<", h.rev+1).WithPrefix())
+		els = append(els, clientv3.OpGet(prefix, clientv3.WithPrefix()))
 	}
 	for _, cidr := range c.order {
 		bc := c.blocks[cidr]
@@ -203,6 +219,13 @@ func (i *IPAM) refreshLocked(c *change, r *clientv3.TxnResponse) {
 		if len(g.Kvs) == 0 || g.Kvs[0].ModRevision != ps.rev {
 			i.poolsRead = i.poolsRead.AddDate(-1, 0, 0) // re-read pools next time
 		}
+	}
+	c.handleSeen = map[string]handleCheck{}
+	for _, h := range c.handles {
+		g := next()
+		h.have = parseHandleKeys(h.handle, g.Kvs)
+		h.rev = r.Header.Revision
+		c.handleSeen[h.handle] = h
 	}
 	for _, cidr := range c.order {
 		bc := c.blocks[cidr]

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,6 +34,8 @@ type IPAM struct {
 	// sem is a mutex that honours ctx. It guards everything below and
 	// serialises this host's block writes.
 	sem       chan struct{}
+	qmu       sync.Mutex // guards queue only
+	queue     []*allocCall
 	pools     map[string]*poolState
 	poolsRead time.Time
 }
@@ -80,8 +83,8 @@ func New(client *clientv3.Client, host string, opts ...Option) (*IPAM, error) {
 }
 
 func newWithKV(kv clientv3.KV, host string, opts ...Option) (*IPAM, error) {
-	if err := checkHandle(host); err != nil {
-		return nil, fieldErr("host", "%s", err.(*FieldError).Reason)
+	if err := checkSegment("host", host); err != nil {
+		return nil, err
 	}
 	i := &IPAM{
 		kv:         kv,

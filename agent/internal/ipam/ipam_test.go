@@ -35,6 +35,41 @@ func TestConcurrentHostsExhaustAndRelease(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, hosts*workers)
 	ipams := make([]*IPAM, hosts)
+	// Hosts 0-2 allocate from the start; host 3 starts once all 16 blocks
+	// are claimed, and hosts 0-2 wait until host 3 has its first address.
+	// So host 3 can only borrow, whatever the timing: without this, hosts
+	// that advance in lockstep may fill their own blocks at the same moment
+	// and nobody needs to borrow.
+	allClaimed, lastStarted := make(chan struct{}), make(chan struct{})
+	var lastOnce sync.Once
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wch := c0.Watch(wctx, registry.BlocksPrefix, clientv3.WithPrefix(), clientv3.WithRev(revision(t, c0)+1))
+	go func() {
+		claimed := 0
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				if ev.IsCreate() {
+					claimed++
+				}
+			}
+			if claimed == 16 {
+				close(allClaimed)
+				return
+			}
+		}
+	}()
+	gate := func(h int) {
+		if h == hosts-1 {
+			<-allClaimed
+			return
+		}
+		select {
+		case <-allClaimed:
+			<-lastStarted
+		default:
+		}
+	}
 	for h := range hosts {
 		c, err := srv.Client()
 		if err != nil {
@@ -46,7 +81,11 @@ func TestConcurrentHostsExhaustAndRelease(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if h == hosts-1 { // never leave hosts 0-2 waiting
+					defer lastOnce.Do(func() { close(lastStarted) })
+				}
 				for n := 0; ; n++ {
+					gate(h)
 					handle := fmt.Sprintf("c-%d-%d-%d", h, w, n)
 					ips, err := ipams[h].Allocate(ctx, Request{Handle: handle, NumV4: 1})
 					if errors.Is(err, ErrExhausted) {
@@ -55,6 +94,9 @@ func TestConcurrentHostsExhaustAndRelease(t *testing.T) {
 					if err != nil {
 						errs <- fmt.Errorf("%s: %w", handle, err)
 						return
+					}
+					if h == hosts-1 {
+						lastOnce.Do(func() { close(lastStarted) })
 					}
 					mu.Lock()
 					all = append(all, got{ips[0], handle})
@@ -111,6 +153,9 @@ func TestConcurrentHostsExhaustAndRelease(t *testing.T) {
 	}
 	borrowed := 0
 	for _, a := range allocs {
+		if a.Host == "host-3" && blockHost[a.Block] == "host-3" {
+			t.Errorf("host-3 claimed block %s although every block was claimed before it started", a.Block)
+		}
 		if a.Host == blockHost[a.Block] {
 			continue
 		}
@@ -157,6 +202,38 @@ func TestConcurrentHostsExhaustAndRelease(t *testing.T) {
 	if usage[0].Allocated != 0 || len(usage[0].Blocks) != 0 {
 		t.Errorf("usage after release: got %+v, want empty", usage[0])
 	}
+}
+
+func TestBorrow(t *testing.T) {
+	_, c := testutil.Etcd(t)
+	ctx := context.Background()
+	a, b := newIPAM(t, c, "a"), newIPAM(t, c, "b")
+	addPool(t, a, "10.21.0.0/26", 28) // 4 blocks of 16
+	mustAllocate(t, a, Request{Handle: "a1", NumV4: 32})
+	mustAllocate(t, a, Request{Handle: "a2", NumV4: 8}) // a: 2 full blocks and one half full
+	mustAllocate(t, b, Request{Handle: "b1", NumV4: 16}) // b claims the last block
+	got := mustAllocate(t, b, Request{Handle: "b2", NumV4: 2})
+	allocs, err := b.Allocations(ctx, "", "b2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	usage, err := b.Usage(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostOf := map[string]string{}
+	for _, bu := range usage[0].Blocks {
+		hostOf[bu.CIDR] = bu.Host
+	}
+	for _, al := range allocs {
+		if al.Host != "b" || hostOf[al.Block] != "a" {
+			t.Errorf("%s: held by %s in %s's block %s; want borrowed by b from a", al.IP, al.Host, hostOf[al.Block], al.Block)
+		}
+	}
+	if len(allocs) != 2 || len(usage[0].Blocks) != 4 {
+		t.Fatalf("got %v (%d records) in %d blocks, want 2 borrowed addresses in 4 blocks", got, len(allocs), len(usage[0].Blocks))
+	}
+	checkConsistent(t, c)
 }
 
 func TestAllocateIdempotent(t *testing.T) {
@@ -213,7 +290,7 @@ func TestWritesPerAllocation(t *testing.T) {
 	_, c := testutil.Etcd(t)
 	i := newIPAM(t, c, "h1")
 	addPool(t, i, "10.2.0.0/24", 28) // 16 addresses per block
-	for k := range 20 {                // crosses a block claim
+	for k := range 20 {              // crosses a block claim
 		before := revision(t, c)
 		mustAllocate(t, i, Request{Handle: fmt.Sprintf("c%d", k), NumV4: 1})
 		if d := revision(t, c) - before; d != 1 {

@@ -69,7 +69,7 @@ func (i *IPAM) Release(ctx context.Context, handle string, ips []netip.Addr) ([]
 }
 
 func (i *IPAM) releaseLocked(ctx context.Context, handle string, ips []netip.Addr, indexed map[netip.Addr]string) ([]netip.Addr, bool, error) {
-	c := newChange("", 0)
+	c := newChange()
 	var ts []target
 	for _, ip := range ips {
 		var ps *poolState

@@ -56,17 +56,20 @@ func (r Request) Validate() error {
 	return checkMeta(r.Netgroups, r.Labels)
 }
 
-func checkHandle(h string) error {
+func checkHandle(h string) error { return checkSegment("handle", h) }
+
+// checkSegment checks a string that becomes one etcd key segment.
+func checkSegment(field, h string) error {
 	switch {
 	case h == "":
-		return fieldErr("handle", "must not be empty")
+		return fieldErr(field, "must not be empty")
 	case len(h) > maxNameLen:
-		return fieldErr("handle", "longer than %d bytes", maxNameLen)
+		return fieldErr(field, "longer than %d bytes", maxNameLen)
 	case strings.ContainsRune(h, '/'):
-		return fieldErr("handle", "%q contains '/'", h)
+		return fieldErr(field, "%q contains '/'", h)
 	}
 	if !printable(h) {
-		return fieldErr("handle", "%q contains a space, control character or invalid UTF-8", h)
+		return fieldErr(field, "%q contains a space, control character or invalid UTF-8", h)
 	}
 	return nil
 }

@@ -121,7 +121,7 @@ func (i *IPAM) reserveLocked(ctx context.Context, handle string, ips []netip.Add
 	if err != nil {
 		return false, err
 	}
-	c := newChange(handle, 0)
+	c := newChange()
 	for _, t := range ts {
 		if kv, ok := allocs[t.ip]; ok {
 			a, err := registry.DecodeAllocation(kv.Value)

@@ -169,8 +169,8 @@ func (i *IPAM) Allocations(ctx context.Context, pool, handle string) ([]registry
 // for `petrelctl host remove`. It returns the freed block CIDRs. Blocks that
 // still hold addresses keep their record (and their host's affinity).
 func (i *IPAM) FreeHostBlocks(ctx context.Context, host string) ([]string, error) {
-	if err := checkHandle(host); err != nil {
-		return nil, fieldErr("host", "%s", err.(*FieldError).Reason)
+	if err := checkSegment("host", host); err != nil {
+		return nil, err
 	}
 	if err := i.lock(ctx); err != nil {
 		return nil, err

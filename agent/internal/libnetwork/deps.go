@@ -55,6 +55,11 @@ type HostNet interface {
 	// EnsureForwarding lets packets to and from Petrel interfaces through the
 	// host's forward filter even when its policy is DROP (Docker's).
 	EnsureForwarding(ctx context.Context) error
+	// FastProxyARP makes a host-side veth answer proxy ARP at once. The
+	// kernel delays proxied answers to broadcast requests by up to
+	// proxy_delay (0.8 s); Docker containers, unlike the other paths, have no
+	// permanent neighbour entry for the gateway and must ARP for it.
+	FastProxyARP(ctx context.Context, ifname string) error
 	// Cleanup removes everything the Ensure calls installed.
 	Cleanup(ctx context.Context) error
 }

@@ -255,6 +255,8 @@ func (h *fakeHostNet) EnsureForwarding(context.Context) error {
 	return nil
 }
 
+func (h *fakeHostNet) FastProxyARP(context.Context, string) error { return nil }
+
 func (h *fakeHostNet) Cleanup(context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

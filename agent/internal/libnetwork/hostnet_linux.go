@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -65,6 +66,17 @@ func (h *rootHostNet) EnsureUnreachable(_ context.Context, pool netip.Prefix) er
 		h.mu.Lock()
 		h.routes[pool] = true
 		h.mu.Unlock()
+	}
+	return nil
+}
+
+func (h *rootHostNet) FastProxyARP(_ context.Context, ifname string) error {
+	if ifname == "" || strings.ContainsAny(ifname, "/.") {
+		return fmt.Errorf("proxy_delay: bad interface name %q", ifname)
+	}
+	p := "/proc/sys/net/ipv4/neigh/" + ifname + "/proxy_delay"
+	if err := os.WriteFile(p, []byte("0"), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=0: %w", p, err)
 	}
 	return nil
 }

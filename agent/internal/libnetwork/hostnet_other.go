@@ -17,8 +17,9 @@ func newHostNet() HostNet { return unsupportedHostNet{} }
 func (unsupportedHostNet) EnsureUnreachable(context.Context, netip.Prefix) error {
 	return errUnsupported
 }
-func (unsupportedHostNet) EnsureForwarding(context.Context) error { return errUnsupported }
-func (unsupportedHostNet) Cleanup(context.Context) error          { return nil }
+func (unsupportedHostNet) EnsureForwarding(context.Context) error     { return errUnsupported }
+func (unsupportedHostNet) FastProxyARP(context.Context, string) error { return errUnsupported }
+func (unsupportedHostNet) Cleanup(context.Context) error              { return nil }
 
 // RemoveForwardRules deletes Petrel's DOCKER-USER rules.
 func RemoveForwardRules(context.Context) error { return errUnsupported }

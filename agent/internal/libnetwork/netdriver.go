@@ -310,6 +310,10 @@ func (p *Plugin) join(ctx context.Context, req *JoinRequest) (any, error) {
 	if res.TempIfName == "" {
 		return nil, fmt.Errorf("join endpoint %s: dataplane returned no temporary interface name", req.EndpointID)
 	}
+	if err := p.hostNet.FastProxyARP(ctx, res.Endpoint.GetHostIfname()); err != nil {
+		_ = p.detach(context.WithoutCancel(ctx), req.EndpointID)
+		return nil, fmt.Errorf("join endpoint %s: %w", req.EndpointID, err)
+	}
 	p.mu.Lock()
 	ep.hostIf = res.Endpoint.GetHostIfname()
 	ep.tempIf = res.TempIfName

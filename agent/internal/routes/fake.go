@@ -13,9 +13,9 @@ import (
 type FakeOps struct {
 	mu     sync.Mutex
 	routes map[netip.Prefix]Route
-	vxlan *VXLAN
-	neigh map[netip.Addr]string
-	fdb   map[string]netip.Addr
+	vxlan  *VXLAN
+	neigh  map[netip.Addr]string
+	fdb    map[string]netip.Addr
 	// Calls counts mutating calls by name.
 	Calls map[string]int
 	// Fail makes the named call fail once.

@@ -38,6 +38,12 @@ import (
 // (rtnetlink "proto"). The dataplane's per-container routes use another one.
 const Protocol = 76
 
+// Metric is the priority of Petrel's inter-host routes. It is above the
+// kernel defaults (0 for IPv4, 1024 for IPv6), so that a local container's
+// /32 route of the dataplane always wins over a stale remote claim on the
+// same address, and the two never replace each other.
+const Metric = 2000
+
 // Defaults.
 const (
 	DefaultVXLANName = "petrel.vxlan"
@@ -130,7 +136,11 @@ type Self struct {
 
 // Desired computes the state host self wants from snapshot s.
 func Desired(self Self, s *registry.Snapshot) *State {
-	st := newState()
+	st := &State{
+		Routes: make(map[netip.Prefix]Route, len(s.Blocks)+len(s.Allocations)),
+		Neigh:  map[netip.Addr]string{},
+		FDB:    map[string]netip.Addr{},
+	}
 	via := func(h *petrelv1.Host, v6 bool) (Route, bool) {
 		if h == nil {
 			return Route{}, false

@@ -157,6 +157,7 @@ func (o *linuxOps) toNetlink(r Route) (*netlink.Route, error) {
 	nr := &netlink.Route{
 		Dst:      &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
 		Protocol: Protocol,
+		Priority: Metric,
 		Table:    unix.RT_TABLE_MAIN,
 	}
 	if r.Kind == Unreachable {

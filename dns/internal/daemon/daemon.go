@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/petrel-net/petrel/dns/internal/config"
 	"github.com/petrel-net/petrel/dns/internal/httpapi"
@@ -351,6 +352,7 @@ func etcdClient(f *flags) (*clientv3.Client, error) {
 	cfg := clientv3.Config{
 		Endpoints:   strings.Split(f.etcdEndpoints, ","),
 		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
 	}
 	if f.etcdCert != "" || f.etcdCA != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -146,6 +146,8 @@ func startMaster(t *testing.T, addr, stateJSON string) *fakeMaster {
 		_, _ = io.WriteString(w, m.state)
 	})
 	mux.HandleFunc("POST /api/v1", func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice the client hanging up.
+		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		rw := recordio.NewWriter(w)
 		_ = rw.WriteFrame([]byte(`{"type":"SUBSCRIBED","subscribed":{"get_state":{}}}`))

@@ -138,14 +138,18 @@ func runOuter(ctx context.Context, f flags, stdout, stderr io.Writer) (retErr er
 		return err
 	}
 	defer logf.Close()
-	pd := exec.Command("ip", "netns", "exec", hostNS, petreld, "--data-dir", dataDir, "--socket", f.socket,
+	// petreld stays in the root mount namespace (not under `ip netns exec`,
+	// which unshares one) so it sees the container namespaces the inner
+	// process bind-mounts; its dataplane works in hostNS (--netns) and its
+	// embedded etcd listens on 127.0.0.1.
+	pd := exec.Command(petreld, "--netns", "/run/netns/"+hostNS, "--data-dir", dataDir, "--socket", f.socket,
 		"--hostname", "bench", "--metrics-addr", "", "--log-level", "warn")
 	pd.Stdout, pd.Stderr = logf, logf
 	if err := pd.Start(); err != nil {
 		return fmt.Errorf("start petreld: %w", err)
 	}
 	defer func() {
-		// Stop petreld by its PID (ip netns exec execs it in place).
+		// Stop petreld by its PID.
 		_ = pd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- pd.Wait() }()
@@ -190,7 +194,9 @@ func runOuter(ctx context.Context, f flags, stdout, stderr io.Writer) (retErr er
 	if err != nil {
 		return err
 	}
-	in := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", hostNS, self, "inner"}, f.args()...)...)
+	// nsenter joins only the network namespace, keeping the mount namespace
+	// shared with petreld.
+	in := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + hostNS, self, "inner"}, f.args()...)...)
 	in.Stdout, in.Stderr = stdout, stderr
 	if err := in.Run(); err != nil {
 		return fmt.Errorf("measure: %w", err)

@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -60,6 +61,8 @@ type Plugin struct {
 	Getenv func(string) string
 	// Dial connects to the agent; nil means agentclient.Dial.
 	Dial func(socket string, timeout time.Duration) (*agentclient.Client, error)
+	// StatNetns checks that CNI_NETNS exists; nil means os.Stat.
+	StatNetns func(path string) error
 }
 
 // errorReply is the CNI error object, with the config's cniVersion.
@@ -181,6 +184,15 @@ func (p *Plugin) run(ctx context.Context, ver *string) *types.Error {
 	default:
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("unknown CNI_COMMAND %q", e.cmd),
 			"want ADD, DEL, CHECK, STATUS, GC or VERSION")
+	}
+	if e.cmd == "ADD" || e.cmd == "CHECK" {
+		stat := p.StatNetns
+		if stat == nil {
+			stat = func(path string) error { _, err := os.Stat(path); return err }
+		}
+		if err := stat(e.args.Netns); err != nil {
+			return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS: cannot use "+e.args.Netns, err.Error())
+		}
 	}
 	cl, terr := p.dial(c)
 	if terr != nil {
@@ -332,7 +344,9 @@ func (p *Plugin) add(ctx context.Context, cl *agentclient.Client, c *Config, a *
 		}
 		ips = append(slices.Clone(want.Static), ips...)
 	}
-	ips = sortFamilies(ips)
+	// A repeated ADD may see its static addresses counted by the idempotent
+	// Allocate too: never list an address twice.
+	ips = sortFamilies(dedupe(ips))
 	attached = true // from here a failure may have left something behind
 	cctx, cancel := cl.Call(ctx)
 	resp, err := cl.Dataplane.Attach(cctx, &petrelv1.AttachRequest{
@@ -373,6 +387,18 @@ func sortFamilies(ips []string) []string {
 	slices.SortStableFunc(out, func(a, b string) int {
 		return boolInt(strings.Contains(a, ":")) - boolInt(strings.Contains(b, ":"))
 	})
+	return out
+}
+
+func dedupe(ips []string) []string {
+	seen := map[string]bool{}
+	out := ips[:0:0]
+	for _, ip := range ips {
+		if !seen[ip] {
+			seen[ip] = true
+			out = append(out, ip)
+		}
+	}
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ type call struct {
 	cmd, cid, netns, ifname string
 	conf                    string
 	env                     map[string]string
+	statErr                 error
 }
 
 func (c call) run(t *testing.T) (out []byte, code int) {
@@ -38,7 +40,8 @@ func (c call) run(t *testing.T) (out []byte, code int) {
 	var stdout bytes.Buffer
 	p := &Plugin{
 		Stdin: strings.NewReader(c.conf), Stdout: &stdout, Stderr: io.Discard,
-		Getenv: func(k string) string { return env[k] },
+		Getenv:    func(k string) string { return env[k] },
+		StatNetns: func(path string) error { return c.statErr },
 	}
 	code = p.Run(context.Background())
 	return stdout.Bytes(), code
@@ -334,6 +337,7 @@ func TestErrors(t *testing.T) {
 		{"static outside pool", add("c", conf("0.2.0", sock, `{"ip_addresses":[{"ip_address":"10.9.9.9"}]}`)), 7, "in no pool"},
 		{"no containerid", call{cmd: "ADD", netns: "/x", ifname: "eth0", conf: conf("0.2.0", sock, "")}, 4, "CNI_CONTAINERID"},
 		{"no netns", call{cmd: "ADD", cid: "c", ifname: "eth0", conf: conf("0.2.0", sock, "")}, 4, "CNI_NETNS"},
+		{"netns gone", call{cmd: "ADD", cid: "c", netns: "/x", ifname: "eth0", conf: conf("0.2.0", sock, ""), statErr: os.ErrNotExist}, 4, "CNI_NETNS: cannot use /x"},
 		{"bad ifname", call{cmd: "ADD", cid: "c", netns: "/x", ifname: "a/b", conf: conf("0.2.0", sock, "")}, 4, "CNI_IFNAME"},
 		{"unknown command", call{cmd: "FROB", conf: conf("0.2.0", sock, "")}, 4, "FROB"},
 		{"agent down add", add("c", conf("0.2.0", down, "")), 11, "not reachable"},
@@ -395,4 +399,3 @@ func TestPanicIsAnswered(t *testing.T) {
 	code := p.Run(context.Background())
 	mustFail(t, stdout.Bytes(), code, 999, "boom")
 }
-

@@ -1,0 +1,13 @@
+// Package multihost holds the framework tests of Petrel across hosts: four
+// host namespaces (three on one underlay subnet joined by a bridge in its own
+// namespace, one behind a router namespace), one petreld per host against a
+// real 3-member etcd cluster of separate processes (one run with TLS), and
+// containers attached through petreld's gRPC API. Run as root:
+//
+//	go test -v -count=1 ./framework-tests/multihost/
+//
+// The benchmarks (convergence with 3 real agents plus 100 simulated
+// watchers, iperf3 throughput, one agent fed 1,000 simulated hosts) run with
+//
+//	go test -run '^$' -bench . -benchtime 1x ./framework-tests/multihost/
+package multihost
