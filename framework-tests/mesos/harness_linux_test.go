@@ -158,6 +158,12 @@ func startAgent(t *testing.T, host *testutil.NS) *agent {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	a := &agent{host: host, dir: dir, sock: filepath.Join(dir, "petreld.sock"), bin: bins(t), log: newLogWatch()}
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, args := range [][]string{{"ip", "-d", "link"}, {"ip", "addr"}, {"ip", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"}, {"ip", "neigh"}, {"sysctl", "net.ipv4.conf.all.rp_filter", "net.ipv4.ip_forward"}} {
+				out, _ := host.Run(args...)
+				t.Logf("host %v:\n%s", args, out)
+			}
+		}
 		a.stop()
 		if t.Failed() {
 			t.Logf("petreld log:\n%s", a.log)

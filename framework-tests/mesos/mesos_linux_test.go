@@ -236,11 +236,12 @@ func TestStaticAndMultipleAddresses(t *testing.T) {
 		!strings.Contains(err.Error(), "already in use") {
 		t.Fatalf("second reservation of 10.66.200.23: got %v, want already in use", err)
 	}
-	// A CNI container with a static address pings all three.
+	// A CNI container in the same netgroup with a static address pings all three.
 	c := cniFor(t, a, "", nil)
 	ns := testutil.NewNS(t, "c")
 	id := launcher.UUID()
-	ni := launcher.NetworkInfo{Name: "petrel", IPAddresses: []launcher.IPAddress{{IPAddress: "10.66.201.7"}}}
+	// Same netgroup "A" as c1: Petrel's policy lets only group members in.
+	ni := launcher.NetworkInfo{Name: "petrel", Groups: []string{"A"}, IPAddresses: []launcher.IPAddress{{IPAddress: "10.66.201.7"}}}
 	res, err := c.Attach(ctx, id, ns.Path, "eth0", ni)
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +249,16 @@ func TestStaticAndMultipleAddresses(t *testing.T) {
 	if got := res.IP4.IP.IP.String(); got != "10.66.201.7" {
 		t.Fatalf("got %s, want the static 10.66.201.7", got)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range []pinger{s1, nsPinger{ns}} {
+				out, _ := p.run("ip", "addr")
+				out2, _ := p.run("ip", "route")
+				out3, _ := p.run("ip", "neigh")
+				t.Logf("container:\n%s\n%s\n%s", out, out2, out3)
+			}
+		}
+	})
 	for _, ip := range c1.IPs {
 		mustPing(t, nsPinger{ns}, ip)
 	}

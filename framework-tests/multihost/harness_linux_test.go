@@ -22,9 +22,10 @@ import (
 )
 
 var bins struct {
-	dir     string
-	petreld string
-	ctl     string
+	dir      string
+	petreld  string
+	ctl      string
+	simwatch string
 }
 
 func TestMain(m *testing.M) {
@@ -37,7 +38,11 @@ func TestMain(m *testing.M) {
 		bins.dir = dir
 		bins.petreld = filepath.Join(dir, "petreld")
 		bins.ctl = filepath.Join(dir, "petrelctl")
-		for out, pkg := range map[string]string{bins.petreld: "../../agent/cmd/petreld", bins.ctl: "../../agent/cmd/petrelctl"} {
+		bins.simwatch = filepath.Join(dir, "simwatch")
+		for out, pkg := range map[string]string{
+			bins.petreld: "../../agent/cmd/petreld", bins.ctl: "../../agent/cmd/petrelctl",
+			bins.simwatch: "../../agent/internal/cluster/simwatch",
+		} {
 			cmd := exec.Command("go", "build", "-o", out, pkg)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			if err := cmd.Run(); err != nil {

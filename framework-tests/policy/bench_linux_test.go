@@ -13,7 +13,7 @@ import (
 // loop + policy reconcile) has published an applied revision covering it,
 // on two hosts whose registry holds 1,000 endpoints in 100 groups.
 func BenchmarkMembershipConverge(b *testing.B) {
-	l := newLab(b, "open")
+	l := newLab(b, handWired, "open")
 	for i := range 1000 {
 		host := []string{"h1", "h2"}[i%2]
 		name := fmt.Sprint("e", i)
@@ -21,7 +21,7 @@ func BenchmarkMembershipConverge(b *testing.B) {
 			ContainerId: name, Host: host, Ifname: "eth0", HostIfname: fmt.Sprintf("ptlb%d", i),
 			Ips: []string{fmt.Sprintf("10.72.%d.%d", i/250, i%250+1)}, Netgroups: []string{fmt.Sprint("grp", i%100)},
 		}
-		l.put(name)
+		l.putRecord(l.eps[name])
 	}
 	l.sync()
 	var total time.Duration
@@ -29,7 +29,7 @@ func BenchmarkMembershipConverge(b *testing.B) {
 	for b.Loop() {
 		n++
 		l.eps["e2"].Netgroups = []string{fmt.Sprint("grp", n%100)}
-		total += l.converge(l.put("e2"))
+		total += l.converge(l.putRecord(l.eps["e2"]))
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(n)/1000, "ms/change-all-hosts")
 }

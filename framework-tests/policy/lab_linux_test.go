@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
@@ -21,53 +24,77 @@ import (
 
 var (
 	buildOnce sync.Once
-	agentBin  string
+	binDir    string
 	buildErr  error
 )
 
-// policyAgent builds agent/internal/policy/policyagent once per test binary.
-func policyAgent(t testing.TB) string {
+// binary builds policyagent and petreld once per test binary and returns
+// the path of one of them.
+func binary(t testing.TB, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ptl-policyagent-")
+		dir, err := os.MkdirTemp("", "ptl-policy-bin-")
 		if err != nil {
 			buildErr = err
 			return
 		}
-		agentBin = filepath.Join(dir, "policyagent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/petrel-net/petrel/agent/internal/policy/policyagent").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			t.Logf("go build policyagent: %s", out)
+		binDir = dir
+		for bin, pkg := range map[string]string{
+			"policyagent": "github.com/petrel-net/petrel/agent/internal/policy/policyagent",
+			"petreld":     "github.com/petrel-net/petrel/agent/cmd/petreld",
+		} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %w: %s", pkg, err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {
-		t.Fatalf("build policyagent: %v", buildErr)
+		t.Fatalf("build: %v", buildErr)
 	}
-	return agentBin
+	return filepath.Join(binDir, name)
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if agentBin != "" {
-		_ = os.RemoveAll(filepath.Dir(agentBin))
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
 	}
 	os.Exit(code)
 }
 
-// lab is hand-wired hosts sharing one etcd, each running a policy agent
-// (cluster watch loop + policy reconciler) on its namespace. Containers and
-// routes are wired by the test the way the dataplane and route reconciler
-// would; endpoint records are written to etcd as the agent's Attach would.
+// runner says who plays the agents of a lab.
+type runner int
+
+const (
+	// handWired: containers and routes wired by the test, endpoint records
+	// written to etcd by the test, one policyagent (watch loop + policy
+	// reconciler only) per host.
+	handWired runner = iota
+	// realAgents: one petreld per host (--netns); containers get addresses
+	// from its IPAM and are attached by its dataplane over gRPC, routes come
+	// from its route reconciler, policy from its policy reconciler.
+	realAgents
+)
+
+func (r runner) String() string { return [...]string{"hand-wired", "petreld"}[r] }
+
+// lab is two hosts sharing one etcd, each running an agent on its
+// namespace.
 type lab struct {
 	t      testing.TB
+	run    runner
 	etcd   *clientv3.Client
 	url    string
 	def    string
+	dir    string
 	hosts  map[string]*testutil.LabHost
 	agents map[string]*exec.Cmd
+	conns  map[string]*grpc.ClientConn
 	ctrs   map[string]*ctr
-	eps    map[string]*petrelv1.Endpoint
+	eps    map[string]*petrelv1.Endpoint // hand-wired records
+	auto   int
 }
 
 type ctr struct {
@@ -75,55 +102,96 @@ type ctr struct {
 	host string
 }
 
-// newLab makes hosts h1 (10.250.0.1) and h2 (10.250.0.2) on one link and
-// starts their agents.
-func newLab(t testing.TB, def string) *lab {
+// newLab makes hosts h1 (10.250.0.1) and h2 (10.250.0.2) on one link (eth0
+// in each) and starts their agents.
+func newLab(t testing.TB, run runner, def string) *lab {
 	t.Helper()
 	testutil.RequireRoot(t)
-	bin := policyAgent(t)
 	srv, cli := testutil.Etcd(t)
 	l := &lab{
-		t: t, etcd: cli, url: srv.ClientURL, def: def,
-		hosts: map[string]*testutil.LabHost{}, agents: map[string]*exec.Cmd{},
+		t: t, run: run, etcd: cli, url: srv.ClientURL, def: def, dir: t.TempDir(),
+		hosts: map[string]*testutil.LabHost{}, agents: map[string]*exec.Cmd{}, conns: map[string]*grpc.ClientConn{},
 		ctrs: map[string]*ctr{}, eps: map[string]*petrelv1.Endpoint{},
 	}
 	h1, h2 := testutil.NewLabHost(t, "polh1"), testutil.NewLabHost(t, "polh2")
-	testutil.LinkLabHosts(t, h1, h2, "10.250.0.1", "10.250.0.2")
+	h1.MustRun(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", h2.Name)
+	for _, h := range []struct {
+		h    *testutil.LabHost
+		addr string
+	}{{h1, "10.250.0.1"}, {h2, "10.250.0.2"}} {
+		h.h.MustRun(t, "ip", "addr", "add", h.addr+"/24", "dev", "eth0")
+		h.h.MustRun(t, "ip", "link", "set", "eth0", "up")
+		h.h.Addr = h.addr
+	}
 	l.hosts["h1"], l.hosts["h2"] = h1, h2
 	for _, h := range []string{"h1", "h2"} {
-		l.start(bin, h)
+		l.start(h)
+	}
+	if run == realAgents {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := petrelv1.NewIPAMClient(l.conns["h1"]).AddPool(ctx, &petrelv1.AddPoolRequest{
+			Pool: &petrelv1.Pool{Name: "pol", Cidr: "10.66.0.0/16", BlockSize: 26}})
+		if err != nil {
+			t.Fatalf("add pool: %v", err)
+		}
 	}
 	return l
 }
 
-// start runs the agent of a host.
-func (l *lab) start(bin, host string) {
+// start runs the agent of a host and waits until it serves.
+func (l *lab) start(host string) {
 	l.t.Helper()
 	h := l.hosts[host]
-	cmd := exec.Command(bin, "-etcd", l.url, "-host", host, "-address", h.Addr, "-netns", h.Path, "-policy-default", l.def)
+	var cmd *exec.Cmd
+	switch l.run {
+	case handWired:
+		cmd = exec.Command(binary(l.t, "policyagent"), "-etcd", l.url, "-host", host, "-address", h.Addr,
+			"-netns", h.Path, "-policy-default", l.def)
+	case realAgents:
+		dir := filepath.Join(l.dir, host)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			l.t.Fatal(err)
+		}
+		sock := filepath.Join(dir, "petreld.sock")
+		cmd = exec.Command(binary(l.t, "petreld"), "--hostname", host, "--netns", h.Path, "--socket", sock,
+			"--data-dir", dir, "--metrics-addr", "", "--underlay-interface", "eth0", "--host-address", h.Addr,
+			"--lease-ttl", "30s", "--docker-socket", "-", "--etcd-endpoints", l.url, "--policy-default", l.def)
+		if l.conns[host] == nil {
+			conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			l.conns[host] = conn
+			l.t.Cleanup(func() { _ = conn.Close() })
+		}
+	}
 	cmd.Stderr = &logWriter{t: l.t, prefix: host}
 	if err := cmd.Start(); err != nil {
 		l.t.Fatalf("start agent %s: %v", host, err)
 	}
 	l.agents[host] = cmd
 	l.t.Cleanup(func() { l.stop(host) })
+	if l.run == realAgents {
+		// Status with WaitForReady blocks until the socket accepts.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if _, err := petrelv1.NewClusterClient(l.conns[host]).Status(ctx, &petrelv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
+			l.t.Fatalf("petreld %s not ready: %v", host, err)
+		}
+	}
 }
 
-// stop ends the agent of a host (SIGTERM to its PID) and waits for it.
+// stop kills the agent of a host (SIGKILL to its PID, as a crash would)
+// and waits for it.
 func (l *lab) stop(host string) {
 	cmd, ok := l.agents[host]
 	if !ok {
 		return
 	}
 	delete(l.agents, host)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
-}
-
-func (l *lab) restart(host string) {
-	l.t.Helper()
-	l.stop(host)
-	l.start(policyAgent(l.t), host)
 }
 
 type logWriter struct {
@@ -138,47 +206,118 @@ func (w *logWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// add creates a container on host with ips in groups: veth, routes on every
-// other host, and the endpoint record in etcd.
+// add creates a container on host with addresses ips ("" asks the IPAM for
+// one) in groups.
 func (l *lab) add(name, host string, ips []string, groups ...string) {
 	l.t.Helper()
-	h := l.hosts[host]
-	lc := h.AddContainer(l.t, ips...)
-	l.ctrs[name] = &ctr{LabContainer: lc, host: host}
-	for other, oh := range l.hosts {
-		if other != host {
-			for _, ip := range ips {
-				oh.RouteVia(l.t, ip+"/32", h.Addr)
+	switch l.run {
+	case handWired:
+		for i, ip := range ips {
+			if ip == "" {
+				l.auto++
+				ips[i] = fmt.Sprintf("10.66.9.%d", l.auto)
 			}
 		}
+		h := l.hosts[host]
+		lc := h.AddContainer(l.t, ips...)
+		l.ctrs[name] = &ctr{LabContainer: lc, host: host}
+		for other, oh := range l.hosts {
+			if other != host {
+				for _, ip := range ips {
+					oh.RouteVia(l.t, ip+"/32", h.Addr)
+				}
+			}
+		}
+		l.eps[name] = &petrelv1.Endpoint{
+			ContainerId: name, Host: host, Ips: ips, Ifname: "eth0", HostIfname: lc.HostIfname, Netgroups: groups,
+		}
+		l.putRecord(l.eps[name])
+	case realAgents:
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		ipam := petrelv1.NewIPAMClient(l.conns[host])
+		var got []string
+		var static []string
+		auto := 0
+		for _, ip := range ips {
+			if ip == "" {
+				auto++
+			} else {
+				static = append(static, ip)
+			}
+		}
+		if len(static) > 0 {
+			r, err := ipam.Reserve(ctx, &petrelv1.ReserveRequest{Handle: name, Ips: static, Netgroups: groups})
+			if err != nil {
+				l.t.Fatalf("reserve %v on %s: %v", static, host, err)
+			}
+			got = append(got, r.GetIps()...)
+		}
+		if auto > 0 {
+			// Allocate is idempotent per handle: after a Reserve under
+			// name it would return the reserved address.
+			handle := name
+			if len(static) > 0 {
+				handle = name + "-auto"
+			}
+			r, err := ipam.Allocate(ctx, &petrelv1.AllocateRequest{Handle: handle, NumIpv4: int32(auto), Netgroups: groups})
+			if err != nil {
+				l.t.Fatalf("allocate on %s: %v", host, err)
+			}
+			got = append(got, r.GetIps()...)
+		}
+		ns := testutil.NewNS(l.t, "ctr")
+		_, err := petrelv1.NewDataplaneClient(l.conns[host]).Attach(ctx, &petrelv1.AttachRequest{
+			Endpoint: &petrelv1.Endpoint{ContainerId: name, Ips: got, Handle: name, Ifname: "eth0", Netgroups: groups},
+			Netns:    ns.Path,
+		})
+		if err != nil {
+			l.t.Fatalf("attach %s on %s: %v", name, host, err)
+		}
+		l.ctrs[name] = &ctr{LabContainer: &testutil.LabContainer{NS: ns, IPs: got}, host: host}
 	}
-	l.eps[name] = &petrelv1.Endpoint{
-		ContainerId: name, Host: host, Ips: ips, Ifname: "eth0", HostIfname: lc.HostIfname, Netgroups: groups,
-	}
-	l.put(name)
 }
 
-// put writes a container's endpoint record and returns the revision.
-func (l *lab) put(name string) int64 {
+// putRecord writes an endpoint record as an agent's Attach would (for
+// records without a container) and returns the revision.
+func (l *lab) putRecord(ep *petrelv1.Endpoint) int64 {
 	l.t.Helper()
-	ep := l.eps[name]
 	b, err := registry.EncodeEndpoint(ep)
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	r, err := l.etcd.Put(context.Background(), registry.EndpointKey(ep.Host, ep.ContainerId, ep.Ifname), string(b))
 	if err != nil {
-		l.t.Fatalf("put endpoint %s: %v", name, err)
+		l.t.Fatalf("put endpoint %s: %v", ep.ContainerId, err)
 	}
 	return r.Header.Revision
 }
 
-// setGroups changes a container's groups in the registry and waits until
-// every host has applied the change.
+// setGroups rewrites a container's endpoint record in the registry with new
+// groups and waits until every host has applied the change.
 func (l *lab) setGroups(name string, groups ...string) {
 	l.t.Helper()
-	l.eps[name].Netgroups = groups
-	l.converge(l.put(name))
+	ctx := context.Background()
+	key := registry.EndpointKey(l.ctrs[name].host, name, "eth0")
+	r, err := l.etcd.Get(ctx, key)
+	if err != nil || len(r.Kvs) != 1 {
+		l.t.Fatalf("get %s: %v (%d records)", key, err, len(r.Kvs))
+	}
+	ep, err := registry.DecodeEndpoint(r.Kvs[0].Value)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	ep.Netgroups = groups
+	b, err := registry.EncodeEndpoint(ep)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	txn, err := l.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil || !txn.Succeeded {
+		l.t.Fatalf("update %s: %v (succeeded %v)", key, err, txn != nil && txn.Succeeded)
+	}
+	l.converge(txn.Header.Revision)
 }
 
 // converge waits (on an etcd watch) until every running agent's applied

@@ -25,22 +25,28 @@ func (l *lab) table(host string) string {
 // TestNetModulesMatrix reproduces the net-modules framework tests
 // (calico_framework.py) on two hosts, in both directions, then shows every
 // blocked pair reachable once its groups match, and that an agent restart
-// keeps and adopts the rules.
+// keeps and adopts the rules. It runs with hand-wired hosts and policy-only
+// agents, and with real petreld agents.
 func TestNetModulesMatrix(t *testing.T) {
-	l := newLab(t, "open")
+	for _, run := range []runner{handWired, realAgents} {
+		t.Run(run.String(), func(t *testing.T) { netModulesMatrix(t, newLab(t, run, "open")) })
+	}
+}
+
+func netModulesMatrix(t *testing.T, l *lab) {
 	// Host 0 (h1): sleepers, a same-host pinger, multi-IP and static tasks.
 	l.add("sa", "h1", []string{"10.66.1.1"}, "netgroup_a")
 	l.add("sb", "h1", []string{"10.66.1.2"}, "netgroup_b")
 	l.add("sab", "h1", []string{"10.66.1.3"}, "netgroup_a", "netgroup_b")
 	l.add("pa1", "h1", []string{"10.66.1.4"}, "netgroup_a")
-	l.add("m2", "h1", []string{"10.66.1.5", "10.66.1.6"}, "netgroup_a")
-	l.add("st", "h1", []string{"10.66.1.23", "10.66.1.7"}, "netgroup_a") // static + assigned
+	l.add("m2", "h1", []string{"", ""}, "netgroup_a")           // auto_ipv4=2
+	l.add("st", "h1", []string{"10.66.1.23", ""}, "netgroup_a") // static + assigned
 	// Host 1 (h2): pingers.
 	l.add("pa", "h2", []string{"10.66.2.1"}, "netgroup_a")
 	l.add("pb", "h2", []string{"10.66.2.2"}, "netgroup_b")
 	l.add("pab", "h2", []string{"10.66.2.3"}, "netgroup_a", "netgroup_b")
 	l.add("pub", "h2", []string{"10.66.2.4"}, "public")
-	l.add("m3", "h2", []string{"10.66.2.5", "10.66.2.6", "10.66.2.7"}, "netgroup_a")
+	l.add("m3", "h2", []string{"", "", ""}, "netgroup_a")    // auto_ipv4=3
 	l.add("st2", "h2", []string{"10.66.2.34"}, "netgroup_a") // static
 	l.sync()
 
@@ -93,7 +99,7 @@ func TestNetModulesMatrix(t *testing.T) {
 	t.Run("Static IPs", func(t *testing.T) {
 		both(t, "st2", "st")
 		l.can(t, "pa", "10.66.1.23")
-		l.can(t, "pa", "10.66.1.7") // mix static and assigned
+		l.can(t, "pa", l.ctrs["st"].IPs[1]) // mix static and assigned
 		l.cannot(t, "pb", "10.66.1.23")
 	})
 
@@ -103,7 +109,7 @@ func TestNetModulesMatrix(t *testing.T) {
 		neither(t, "sa", "sb") // enforced with no agent running
 		neither(t, "pb", "sa")
 		both(t, "pa", "sa")
-		l.start(policyAgent(t), "h1")
+		l.start("h1")
 		l.sync()
 		if after := l.table("h1"); after != before {
 			t.Errorf("restart changed the table:\nbefore:\n%s\nafter:\n%s", before, after)
@@ -136,7 +142,7 @@ func TestNetModulesMatrix(t *testing.T) {
 // TestJoinLater: a container whose record gains a group later becomes
 // reachable from the other host once both agents applied the change.
 func TestJoinLater(t *testing.T) {
-	l := newLab(t, "closed")
+	l := newLab(t, handWired, "closed")
 	l.add("x", "h1", []string{"10.66.3.1"}, "g")
 	l.add("y", "h2", []string{"10.66.3.2"})
 	l.sync()

@@ -86,6 +86,11 @@ type Cluster struct {
 	publish  int64   // applied revision to publish (latest wins)
 	wctx     context.Context
 	pubKick  chan struct{}
+
+	runCtx         context.Context // Run's context, for the applied watch
+	appliedWatch   bool            // the applied watch runs
+	appliedDemand  time.Time       // last time someone asked for applied revisions
+	appliedIdleFor time.Duration
 }
 
 const relevantKeep = 4096
@@ -109,6 +114,8 @@ func New(client *clientv3.Client, h *petrelv1.Host, opts ...Option) (*Cluster, e
 		applied:  map[string]int64{},
 		pubKick:  make(chan struct{}, 1),
 		snap:     newSnapshot(),
+
+		appliedIdleFor: 2 * time.Minute,
 	}
 	for _, o := range opts {
 		o(c)
@@ -138,6 +145,9 @@ func newSnapshot() *registry.Snapshot {
 // retries on every etcd error. The lease is not revoked on return, so a quick
 // restart does not withdraw the host's routes anywhere.
 func (c *Cluster) Run(ctx context.Context) error {
+	c.mu.Lock()
+	c.runCtx = ctx
+	c.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -189,7 +199,12 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 	c.mu.Lock()
 	c.wctx = wctx
 	c.mu.Unlock()
-	wch := c.client.Watch(wctx, registry.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	// The main watch skips applied/: every agent writes there after every
+	// change, and following those writes everywhere would cost N² events
+	// per change. The applied revisions are watched on demand instead
+	// (see demandApplied). applied/ sorts first under the prefix.
+	wch := c.client.Watch(wctx, clientv3.GetPrefixRangeEnd(registry.AppliedPrefix),
+		clientv3.WithRange(clientv3.GetPrefixRangeEnd(registry.Prefix)), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 
 	dirty := true
 	ticker := time.NewTicker(c.resync)
@@ -359,20 +374,21 @@ func applyPut(s *registry.Snapshot, applied map[string]int64, key string, val []
 		s.Hosts[name] = h
 		return true
 	case strings.HasPrefix(key, registry.BlocksPrefix):
+		cidr := blockCIDR(key)
 		b, err := registry.DecodeBlock(val)
-		if err != nil || b.CIDR == "" {
+		if err != nil || cidr == "" {
 			return false
 		}
-		s.Blocks[b.CIDR] = b
+		// The key names the block; put and delete must agree on it.
+		b.CIDR = cidr
+		s.Blocks[cidr] = b
 		return true
 	case strings.HasPrefix(key, registry.IPsPrefix):
 		a, err := registry.DecodeAllocation(val)
 		if err != nil {
 			return false
 		}
-		if a.IP == "" {
-			a.IP = key[strings.LastIndexByte(key, '/')+1:]
-		}
+		a.IP = key[strings.LastIndexByte(key, '/')+1:]
 		s.Allocations[a.IP] = a
 		return true
 	case strings.HasPrefix(key, registry.EndpointsPrefix):
@@ -396,9 +412,8 @@ func applyDelete(s *registry.Snapshot, applied map[string]int64, key string) boo
 		delete(s.Hosts, strings.TrimPrefix(key, registry.HostsPrefix))
 		return true
 	case strings.HasPrefix(key, registry.BlocksPrefix):
-		rest := strings.TrimPrefix(key, registry.BlocksPrefix)
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			delete(s.Blocks, registry.KeyCIDR(rest[i+1:]))
+		if cidr := blockCIDR(key); cidr != "" {
+			delete(s.Blocks, cidr)
 		}
 		return true
 	case strings.HasPrefix(key, registry.IPsPrefix):
@@ -409,6 +424,16 @@ func applyDelete(s *registry.Snapshot, applied map[string]int64, key string) boo
 		return true
 	}
 	return false
+}
+
+// blockCIDR is the CIDR a block key names ("" if malformed).
+func blockCIDR(key string) string {
+	rest := strings.TrimPrefix(key, registry.BlocksPrefix)
+	i := strings.IndexByte(rest, '/')
+	if i < 0 || i == len(rest)-1 {
+		return ""
+	}
+	return registry.KeyCIDR(rest[i+1:])
 }
 
 func cloneHosts(m map[string]*petrelv1.Host) map[string]*petrelv1.Host {

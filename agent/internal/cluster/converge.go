@@ -38,6 +38,9 @@ type View struct {
 
 // Status returns the current view.
 func (c *Cluster) Status() View {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.demandApplied(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.viewLocked(c.pos)
@@ -101,6 +104,7 @@ func (c *Cluster) WaitConverged(ctx context.Context, r int64) (int64, View, erro
 	}
 	var lastProgress time.Time
 	for {
+		c.demandApplied(ctx)
 		c.mu.Lock()
 		ch := c.changed
 		pos, synced, wctx := c.pos, c.synced, c.wctx
@@ -168,4 +172,77 @@ func (c *Cluster) RemoveHost(ctx context.Context, name string) ([]string, error)
 		return freed, fmt.Errorf("cluster: free blocks of host %s: %w", name, err)
 	}
 	return freed, nil
+}
+
+// demandApplied makes sure the applied revisions are followed: it lists
+// applied/ and starts a watch on it unless one runs. The watch stops after
+// appliedIdleFor without demand, so that idle agents do not receive every
+// other agent's applied writes.
+func (c *Cluster) demandApplied(ctx context.Context) {
+	c.mu.Lock()
+	c.appliedDemand = time.Now()
+	running, runCtx := c.appliedWatch, c.runCtx
+	c.mu.Unlock()
+	if running || runCtx == nil {
+		return
+	}
+	resp, err := c.client.Get(ctx, registry.AppliedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	applied := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		applyPut(nil, applied, string(kv.Key), kv.Value)
+	}
+	c.mu.Lock()
+	if c.appliedWatch {
+		c.mu.Unlock()
+		return
+	}
+	c.appliedWatch = true
+	c.applied = applied
+	c.broadcastLocked()
+	c.mu.Unlock()
+	go c.followApplied(runCtx, resp.Header.Revision+1)
+}
+
+// followApplied watches applied/ until idle, ctx ends or the watch fails.
+func (c *Cluster) followApplied(ctx context.Context, rev int64) {
+	defer func() {
+		c.mu.Lock()
+		c.appliedWatch = false
+		c.mu.Unlock()
+	}()
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := c.client.Watch(ctx, registry.AppliedPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	idle := time.NewTicker(c.appliedIdleFor / 4)
+	defer idle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-idle.C:
+			c.mu.Lock()
+			stale := time.Since(c.appliedDemand) > c.appliedIdleFor
+			c.mu.Unlock()
+			if stale {
+				return
+			}
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil || wr.CompactRevision != 0 {
+				return
+			}
+			c.mu.Lock()
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					applyDelete(nil, c.applied, string(ev.Kv.Key))
+				} else {
+					applyPut(nil, c.applied, string(ev.Kv.Key), ev.Kv.Value)
+				}
+			}
+			c.broadcastLocked()
+			c.mu.Unlock()
+		}
+	}
 }

@@ -214,14 +214,25 @@ func (d *Daemon) startMonitor(ctx context.Context) error {
 		defer usage.Stop()
 		healthTick := time.NewTicker(healthInterval)
 		defer healthTick.Stop()
+		// A usage read scans the pools, so refreshes after changes are
+		// spaced by usageMinGap: under churn they coalesce.
+		last := time.Now()
+		var kicked <-chan time.Time
 		for {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-usage.C:
 				d.refreshUsage(ctx)
+				last = time.Now()
 			case <-d.usageKick:
+				if kicked == nil {
+					kicked = time.After(time.Until(last.Add(usageMinGap)))
+				}
+			case <-kicked:
+				kicked = nil
 				d.refreshUsage(ctx)
+				last = time.Now()
 			case <-healthTick.C:
 				err := d.pingEtcd(ctx)
 				if ctx.Err() != nil {
@@ -234,8 +245,12 @@ func (d *Daemon) startMonitor(ctx context.Context) error {
 	return nil
 }
 
-// healthInterval is how often etcd reachability is checked.
-const healthInterval = 5 * time.Second
+const (
+	// healthInterval is how often etcd reachability is checked.
+	healthInterval = 5 * time.Second
+	// usageMinGap spaces the pool usage refreshes that changes trigger.
+	usageMinGap = time.Second
+)
 
 func (d *Daemon) refreshUsage(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Etcd.RequestTimeout.D())

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/petrel-net/petrel/agent/internal/policy"
 )
@@ -16,11 +18,16 @@ type PolicyConfig struct {
 	// Default is what a container without netgroups admits: "open" (every
 	// container reaches it) or "closed" (no container does).
 	Default string `json:"default,omitempty"`
+	// RemoveOnShutdown deletes the table when petreld stops (also done
+	// when docker.remove_on_shutdown is set). By default the rules stay, so
+	// isolation holds across an agent restart.
+	RemoveOnShutdown bool `json:"remove_on_shutdown,omitempty"`
 }
 
 func (c *PolicyConfig) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Enabled, "policy", c.Enabled, "enforce netgroup isolation and anti-spoofing with nftables")
 	fs.StringVar(&c.Default, "policy-default", c.Default, "what a container without netgroups admits: open or closed")
+	fs.BoolVar(&c.RemoveOnShutdown, "policy-cleanup-on-exit", c.RemoveOnShutdown, "delete the nftables table inet petrel when petreld stops")
 }
 
 func (c *PolicyConfig) validate() error {
@@ -43,7 +50,16 @@ func (d *Daemon) startPolicy(_ context.Context) error {
 	if err != nil {
 		return fmt.Errorf("policy in netns %q: %w", d.cfg.Dataplane.NetNS, err)
 	}
-	d.onClose("policy", p.Close)
+	remove := pc.RemoveOnShutdown || d.cfg.Docker.RemoveOnShutdown
+	d.onClose("policy", func() error {
+		var err error
+		if remove {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = p.Remove(ctx)
+			cancel()
+		}
+		return errors.Join(err, p.Close())
+	})
 	d.reconcilers = append(d.reconcilers, p)
 	d.log.Info("policy ready", "component", "policy", "table", "inet "+policy.TableName, "default", def.String())
 	return nil

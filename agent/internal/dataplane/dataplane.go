@@ -298,6 +298,14 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 // anything and whether it created the veth pair (which the caller removes if
 // a later step fails).
 func (d *Dataplane) ensure(ctx context.Context, w attachWant) (changed, created bool, err error) {
+	return d.ensureMode(ctx, w, true)
+}
+
+// errNoRebuild means a repair would have to rebuild the veth pair, which
+// Reconcile refuses for /proc/<pid>/ns/net paths (see Reconcile).
+var errNoRebuild = errors.New("dataplane: container side gone, not rebuilding")
+
+func (d *Dataplane) ensureMode(ctx context.Context, w attachWant, allowCreate bool) (changed, created bool, err error) {
 	h, err := d.k.observeHost(ctx, w.hostName)
 	if err != nil {
 		return false, false, err
@@ -317,6 +325,9 @@ func (d *Dataplane) ensure(ctx context.Context, w attachWant) (changed, created 
 	}
 	if p.empty() {
 		return false, false, nil
+	}
+	if p.create && !allowCreate {
+		return false, false, errNoRebuild
 	}
 	created, err = d.apply(ctx, w, p)
 	return true, created, err
@@ -569,23 +580,8 @@ func (d *Dataplane) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	p := planReconcile(recs, ifs, alive)
 	var errs []error
 	for _, r := range p.remove {
-		ep := r.Endpoint
-		name := recordHostIf(ep)
-		if _, err := d.k.deleteHostIf(ctx, name); err != nil {
-			errs = append(errs, fmt.Errorf("remove endpoint %s/%s: %w", ep.GetContainerId(), ep.GetIfname(), err))
-			continue
-		}
-		if _, err := d.store.Delete(ctx, d.host, ep.GetContainerId(), ep.GetIfname(), r.Revision); err != nil {
-			errs = append(errs, fmt.Errorf("remove endpoint %s/%s: %w", ep.GetContainerId(), ep.GetIfname(), err))
-			continue
-		}
-		rep.Removed++
-		if ep.GetHandle() != "" && d.cfg.releaser != nil {
-			if err := d.cfg.releaser.ReleaseHandle(ctx, ep.GetHandle()); err != nil {
-				errs = append(errs, fmt.Errorf("release handle %s: %w", ep.GetHandle(), err))
-				continue
-			}
-			rep.Released++
+		if err := d.removeStale(ctx, r, &rep); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, n := range p.deleteIfs {
@@ -613,7 +609,18 @@ func (d *Dataplane) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			// The runtime moved the peer away: only the host side is ours.
 			w.tempName = ""
 		}
-		changed, _, err := d.ensure(ctx, w)
+		// A /proc/<pid>/ns/net path names whatever process now has that
+		// pid: if our pair is gone from it, the container is gone and the
+		// pid may be reused, so the endpoint is removed, never rebuilt.
+		// Bind-mounted paths (CNI, /run/netns) are stable and rebuilt.
+		allowCreate := !strings.HasPrefix(s.Netns, "/proc/")
+		changed, _, err := d.ensureMode(ctx, w, allowCreate)
+		if errors.Is(err, errNoRebuild) {
+			if rerr := d.removeStale(ctx, r, &rep); rerr != nil {
+				errs = append(errs, rerr)
+			}
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("repair endpoint %s/%s: %w", ep.GetContainerId(), ep.GetIfname(), err))
 			continue
@@ -625,6 +632,27 @@ func (d *Dataplane) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// removeStale removes an endpoint whose container is gone: host veth (and
+// routes), record, then the handle's addresses.
+func (d *Dataplane) removeStale(ctx context.Context, r StoredEndpoint, rep *ReconcileReport) error {
+	ep := r.Endpoint
+	if _, err := d.k.deleteHostIf(ctx, recordHostIf(ep)); err != nil {
+		return fmt.Errorf("remove endpoint %s/%s: %w", ep.GetContainerId(), ep.GetIfname(), err)
+	}
+	if _, err := d.store.Delete(ctx, d.host, ep.GetContainerId(), ep.GetIfname(), r.Revision); err != nil {
+		return fmt.Errorf("remove endpoint %s/%s: %w", ep.GetContainerId(), ep.GetIfname(), err)
+	}
+	rep.Removed++
+	if ep.GetHandle() == "" || d.cfg.releaser == nil {
+		return nil
+	}
+	if err := d.cfg.releaser.ReleaseHandle(ctx, ep.GetHandle()); err != nil {
+		return fmt.Errorf("release handle %s: %w", ep.GetHandle(), err)
+	}
+	rep.Released++
+	return nil
 }
 
 // ListEndpoints returns the records of host: "" is this host, "*" every

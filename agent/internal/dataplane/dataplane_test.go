@@ -196,3 +196,36 @@ func TestReconcileFakeNoFlap(t *testing.T) {
 		t.Errorf("released %v", rel.got)
 	}
 }
+
+func TestReconcileProcPathNotRebuilt(t *testing.T) {
+	ctx := context.Background()
+	rel := &recReleaser{}
+	dp, k, s := newFakeDP(t, WithReleaser(rel))
+	k.addNetns("/proc/123/ns/net")
+	k.addNetns("/run/netns/cni1")
+	for _, c := range []struct{ id, ns string }{{"nm", "/proc/123/ns/net"}, {"cni", "/run/netns/cni1"}} {
+		if _, err := dp.Attach(ctx, Spec{ContainerID: c.id, Netns: c.ns, IPs: addrs("10.0.0.2"), Handle: "h-" + c.id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both pairs vanish; the pid now belongs to another process (the
+	// path is still a live netns).
+	for _, id := range []string{"nm", "cni"} {
+		if _, err := k.deleteHostIf(ctx, HostIfName(id, "eth0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := dp.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep != (ReconcileReport{Repaired: 1, Removed: 1, Released: 1}) {
+		t.Errorf("report = %+v, want the /proc endpoint removed and the CNI one rebuilt", rep)
+	}
+	if rec, _, _ := s.Get(ctx, "h1", "nm", "eth0"); rec != nil {
+		t.Errorf("record of the /proc endpoint kept")
+	}
+	if len(rel.got) != 1 || rel.got[0] != "h-nm" {
+		t.Errorf("released %v, want [h-nm]", rel.got)
+	}
+}

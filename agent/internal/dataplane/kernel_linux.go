@@ -55,6 +55,33 @@ type netlinkKernel struct {
 	hostNS ns.NetNS
 	own    bool
 	hostH  *netlink.Handle
+	// forbidden are the namespaces a container may never be: the host
+	// namespace, the agent's own and the machine's root (pid 1's).
+	forbidden map[nsID]bool
+}
+
+type nsID struct{ dev, ino uint64 }
+
+func statNS(path string) (nsID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{uint64(st.Dev), st.Ino}, nil
+}
+
+// checkContainerNS refuses a container netns that is the host's (a pid of
+// a host process, a reused pid, a wrong path): wiring "eth0" into it would
+// reconfigure the host.
+func (k *netlinkKernel) checkContainerNS(path string) error {
+	id, err := statNS(path)
+	if err != nil {
+		return nil // openNetns reports it
+	}
+	if k.forbidden[id] {
+		return invalid("netns", "%s is the host's network namespace, not a container's", path)
+	}
+	return nil
 }
 
 var _ kernel = (*netlinkKernel)(nil)
@@ -78,7 +105,13 @@ func newNetlinkKernel(path string) (*netlinkKernel, error) {
 		_ = hns.Close()
 		return nil, fmt.Errorf("netlink handle in host netns %q: %w", path, err)
 	}
-	return &netlinkKernel{hostNS: hns, own: own, hostH: h}, nil
+	k := &netlinkKernel{hostNS: hns, own: own, hostH: h, forbidden: map[nsID]bool{}}
+	for _, p := range []string{hns.Path(), "/proc/1/ns/net", "/proc/self/ns/net"} {
+		if id, err := statNS(p); err == nil {
+			k.forbidden[id] = true
+		}
+	}
+	return k, nil
 }
 
 func (k *netlinkKernel) close() {
@@ -283,6 +316,9 @@ func containerHandle(path string) (ns.NetNS, *netlink.Handle, error) {
 
 func (k *netlinkKernel) observeContainer(_ context.Context, path, ifname string) (ctrObs, error) {
 	var o ctrObs
+	if err := k.checkContainerNS(path); err != nil {
+		return o, err
+	}
 	n, h, err := containerHandle(path)
 	if err != nil {
 		return o, err
@@ -381,6 +417,9 @@ func (k *netlinkKernel) createVeth(_ context.Context, v vethSpec) error {
 			return fmt.Errorf("create veth %s/%s: %w", v.hostName, v.tempName, err)
 		}
 		return nil
+	}
+	if err := k.checkContainerNS(v.netns); err != nil {
+		return err
 	}
 	n, err := openNetns(v.netns)
 	if err != nil {
@@ -491,6 +530,9 @@ func (k *netlinkKernel) deleteHostRoute(_ context.Context, name string, p netip.
 }
 
 func (k *netlinkKernel) configureContainer(_ context.Context, path, ifname string, c ctrConfig) error {
+	if err := k.checkContainerNS(path); err != nil {
+		return err
+	}
 	n, h, err := containerHandle(path)
 	if err != nil {
 		return err

@@ -301,7 +301,15 @@ func TestAttachIdempotentAndRepair(t *testing.T) {
 		t.Errorf("Attach into missing netns = %v, want ErrNetnsNotFound", err)
 	}
 
-	for _, id := range []string{"ctr-a", "ctr-b", "ctr-c", "ctr-d"} {
+	// The host namespace is never a container's.
+	if _, err := r.dp.Attach(ctx, Spec{ContainerID: "ctr-e", Netns: r.host.Path, IPs: addrs("10.20.0.6")}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Attach into the host netns = %v, want ErrInvalidArgument", err)
+	}
+	// Nor the machine's root (pid 1's): refused, or unreadable in a sandbox.
+	if _, err := r.dp.Attach(ctx, Spec{ContainerID: "ctr-f", PID: 1, IPs: addrs("10.20.0.7")}); err == nil {
+		t.Errorf("Attach into pid 1's netns succeeded")
+	}
+	for _, id := range []string{"ctr-a", "ctr-b", "ctr-c", "ctr-d", "ctr-e", "ctr-f"} {
 		if _, err := r.dp.Detach(ctx, id, "", ""); err != nil {
 			t.Errorf("Detach %s: %v", id, err)
 		}

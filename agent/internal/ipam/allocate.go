@@ -19,6 +19,9 @@ import (
 type held struct {
 	ip   netip.Addr
 	pool string
+	// created is the CreateRevision of the handle key, which is also that
+	// of the address key written in the same transaction.
+	created int64
 }
 
 // readHandle reads the addresses a handle holds and the revision read at.
@@ -39,7 +42,7 @@ func parseHandleKeys(handle string, kvs []*mvccpb.KeyValue) []held {
 		if err != nil {
 			continue // not ours to judge; ipam check reports it
 		}
-		out = append(out, held{ip: ip, pool: string(kv.Value)})
+		out = append(out, held{ip: ip, pool: string(kv.Value), created: kv.CreateRevision})
 	}
 	return out
 }
@@ -64,16 +67,22 @@ func (i *IPAM) Allocate(ctx context.Context, req Request) ([]netip.Addr, error) 
 		return nil, err
 	}
 	call := &allocCall{req: req, done: make(chan struct{})}
+	if err := i.submit(ctx, call); err != nil {
+		return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, err)
+	}
+	return call.out, nil
+}
+
+// submit queues a call and waits for it: either another caller's batch
+// finishes it, or this caller takes the host's lock and runs a batch itself.
+func (i *IPAM) submit(ctx context.Context, call *allocCall) error {
 	i.qmu.Lock()
 	i.queue = append(i.queue, call)
 	i.qmu.Unlock()
 	for {
 		select {
 		case <-call.done:
-			if call.err != nil {
-				return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, call.err)
-			}
-			return call.out, nil
+			return call.err
 		case i.sem <- struct{}{}:
 			i.runBatchLocked(context.WithoutCancel(ctx))
 			i.unlock()
@@ -81,19 +90,45 @@ func (i *IPAM) Allocate(ctx context.Context, req Request) ([]netip.Addr, error) 
 			i.qmu.Lock()
 			i.queue = slices.DeleteFunc(i.queue, func(c *allocCall) bool { return c == call })
 			i.qmu.Unlock()
-			return nil, fmt.Errorf("ipam: allocate for %s: %w", req.Handle, ctx.Err())
+			return ctx.Err()
 		}
 	}
 }
 
-// allocCall is one queued Allocate.
+// allocCall is one queued Allocate, or one chunk of a Release when rel is
+// set. out holds the allocated (or freed) addresses.
 type allocCall struct {
 	req  Request
 	have []held // what the handle holds, as last seen
 	hrev int64  // revision have was read at; 0 means "assumed empty"
+	rel  *releaseCall
 	out  []netip.Addr
 	err  error
 	done chan struct{}
+}
+
+// releaseCall is one chunk of a Release.
+type releaseCall struct {
+	handle  string
+	ips     []netip.Addr
+	indexed map[netip.Addr]held
+	slow    bool // read every address first (after a failed attempt)
+}
+
+// handle returns the handle a call writes, "" for a release by address.
+func (c *allocCall) handle() string {
+	if c.rel != nil {
+		return c.rel.handle
+	}
+	return c.req.Handle
+}
+
+// addrs returns how many addresses a call may write.
+func (c *allocCall) addrs() int {
+	if c.rel != nil {
+		return len(c.rel.ips)
+	}
+	return c.req.NumV4 + c.req.NumV6
 }
 
 func (c *allocCall) finish(out []netip.Addr, err error) {
@@ -106,20 +141,30 @@ const maxBatchCalls = 16
 
 // takeBatch dequeues calls whose addresses fit in one transaction, at most
 // one per handle (two calls of one handle in one transaction would both see
-// the handle empty).
+// the handle empty) and at most one release per address.
 func (i *IPAM) takeBatch() []*allocCall {
 	i.qmu.Lock()
 	defer i.qmu.Unlock()
 	var batch, rest []*allocCall
 	handles := map[string]bool{}
+	ips := map[netip.Addr]bool{}
 	n := 0
 	for _, c := range i.queue {
-		k := c.req.NumV4 + c.req.NumV6
-		if handles[c.req.Handle] || len(batch) == maxBatchCalls || (len(batch) > 0 && n+k > MaxAddresses) {
+		k, h := c.addrs(), c.handle()
+		clash := h != "" && handles[h]
+		if c.rel != nil {
+			clash = clash || slices.ContainsFunc(c.rel.ips, func(ip netip.Addr) bool { return ips[ip] })
+		}
+		if clash || len(batch) == maxBatchCalls || (len(batch) > 0 && n+k > MaxAddresses) {
 			rest = append(rest, c)
 			continue
 		}
-		handles[c.req.Handle] = true
+		handles[h] = h != ""
+		if c.rel != nil {
+			for _, ip := range c.rel.ips {
+				ips[ip] = true
+			}
+		}
 		batch = append(batch, c)
 		n += k
 	}
@@ -145,7 +190,12 @@ func (i *IPAM) runBatchLocked(ctx context.Context) {
 		bad := -1
 		var err error
 		for k, call := range batch {
-			if outs[k], err = i.planLocked(ctx, c, call); err != nil {
+			if call.rel != nil {
+				outs[k], err = i.planReleaseLocked(ctx, c, call.rel)
+			} else {
+				outs[k], err = i.planLocked(ctx, c, call)
+			}
+			if err != nil {
 				bad = k
 				break
 			}
@@ -187,7 +237,9 @@ func (i *IPAM) runBatchLocked(ctx context.Context) {
 			return
 		}
 		for _, call := range batch {
-			if h, seen := c.handleSeen[call.req.Handle]; seen {
+			if call.rel != nil {
+				call.rel.slow = true
+			} else if h, seen := c.handleSeen[call.req.Handle]; seen {
 				call.have, call.hrev = h.have, h.rev
 			}
 		}

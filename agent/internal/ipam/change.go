@@ -41,11 +41,13 @@ type blockChange struct {
 	removed []netip.Addr
 }
 
+// delAlloc is an address to free. Allocation records are never updated, so
+// the CreateRevision of the address key identifies the allocation.
 type delAlloc struct {
-	pool   string
-	ip     netip.Addr
-	handle string
-	rev    int64
+	pool    string
+	ip      netip.Addr
+	handle  string
+	created int64
 }
 
 // handleCheck is a handle whose keys a change compares.
@@ -154,7 +156,7 @@ func (i *IPAM) commitLocked(ctx context.Context, c *change) (bool, error) {
 	}
 	for _, d := range c.dels {
 		key := ipKey(d.pool, d.ip)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", d.rev))
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", d.created))
 		then = append(then, clientv3.OpDelete(key), clientv3.OpDelete(handleKey(d.handle, d.ip)))
 		els = append(els, clientv3.OpGet(key, clientv3.WithKeysOnly()))
 	}

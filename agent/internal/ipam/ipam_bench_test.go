@@ -91,3 +91,55 @@ func benchAllocate(b *testing.B, hosts, conc int) {
 	b.ReportMetric(ms(lat[min(b.N-1, b.N*99/100)]), "p99-ms")
 	b.ReportMetric(float64(writes)/float64(b.N), "etcd-writes/alloc")
 }
+
+// BenchmarkChurn measures allocate+release pairs of one address (a container
+// ADD then DEL) on one host, as the churn target counts them. ops/s is
+// pairs per second; etcd-writes/op includes both halves.
+//
+//	go test -run '^$' -bench BenchmarkChurn -benchtime 2000x ./agent/internal/ipam/
+func BenchmarkChurn(b *testing.B) {
+	for _, conc := range []int{1, 8} {
+		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
+			_, c := testutil.Etcd(b)
+			ctx := context.Background()
+			i := newIPAM(b, c, "churn-host")
+			addPool(b, i, "10.96.0.0/16", 26)
+			mustAllocate(b, i, Request{Handle: "warm", NumV4: 1})
+			var next atomic.Int64
+			var failed atomic.Value
+			rev0 := revision(b, c)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range conc {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						k := int(next.Add(1) - 1)
+						if k >= b.N {
+							return
+						}
+						h := fmt.Sprintf("churn-%d", k)
+						if _, err := i.Allocate(ctx, Request{Handle: h, NumV4: 1}); err != nil {
+							failed.Store(err)
+							return
+						}
+						if _, err := i.Release(ctx, h, nil); err != nil {
+							failed.Store(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if err, ok := failed.Load().(error); ok {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+			b.ReportMetric(float64(revision(b, c)-rev0)/float64(b.N), "etcd-writes/op")
+		})
+	}
+}

@@ -210,7 +210,7 @@ func TestBorrow(t *testing.T) {
 	a, b := newIPAM(t, c, "a"), newIPAM(t, c, "b")
 	addPool(t, a, "10.21.0.0/26", 28) // 4 blocks of 16
 	mustAllocate(t, a, Request{Handle: "a1", NumV4: 32})
-	mustAllocate(t, a, Request{Handle: "a2", NumV4: 8}) // a: 2 full blocks and one half full
+	mustAllocate(t, a, Request{Handle: "a2", NumV4: 8})  // a: 2 full blocks and one half full
 	mustAllocate(t, b, Request{Handle: "b1", NumV4: 16}) // b claims the last block
 	got := mustAllocate(t, b, Request{Handle: "b2", NumV4: 2})
 	allocs, err := b.Allocations(ctx, "", "b2")

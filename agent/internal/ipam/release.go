@@ -27,14 +27,14 @@ func (i *IPAM) Release(ctx context.Context, handle string, ips []netip.Addr) ([]
 	if err != nil {
 		return nil, err
 	}
-	indexed := map[netip.Addr]string{}
+	indexed := map[netip.Addr]held{}
 	if handle != "" {
 		have, _, err := i.readHandle(ctx, handle)
 		if err != nil {
 			return nil, fmt.Errorf("ipam: release %s: %w", handle, err)
 		}
 		for _, h := range have {
-			indexed[h.ip] = h.pool
+			indexed[h.ip] = h
 		}
 		if len(ips) == 0 {
 			for _, h := range have {
@@ -45,59 +45,60 @@ func (i *IPAM) Release(ctx context.Context, handle string, ips []netip.Addr) ([]
 	var freed []netip.Addr
 	for start := 0; start < len(ips); start += MaxAddresses {
 		chunk := ips[start:min(start+MaxAddresses, len(ips))]
-		done := false
-		for attempt := 0; attempt < i.maxRetries && !done; attempt++ {
-			if err := i.lock(ctx); err != nil {
-				return freed, err
-			}
-			got, ok, err := i.releaseLocked(ctx, handle, chunk, indexed)
-			i.unlock()
-			if err != nil {
-				return freed, fmt.Errorf("ipam: release %s %v: %w", handle, chunk, err)
-			}
-			if ok {
-				freed = append(freed, got...)
-				done = true
-			}
+		call := &allocCall{rel: &releaseCall{handle: handle, ips: chunk, indexed: indexed}, done: make(chan struct{})}
+		if err := i.submit(ctx, call); err != nil {
+			return freed, fmt.Errorf("ipam: release %s %v: %w", handle, chunk, err)
 		}
-		if !done {
-			return freed, fmt.Errorf("ipam: release %s %v: %w: gave up after %d conflicting attempts", handle, chunk, ErrConflict, i.maxRetries)
-		}
+		freed = append(freed, call.out...)
 	}
 	slices.SortFunc(freed, netip.Addr.Compare)
 	return freed, nil
 }
 
-func (i *IPAM) releaseLocked(ctx context.Context, handle string, ips []netip.Addr, indexed map[netip.Addr]string) ([]netip.Addr, bool, error) {
-	c := newChange()
+// planReleaseLocked adds the writes of one release chunk to c and returns the
+// addresses freed if c commits. On the first attempt, an address known from the handle index whose block is
+// cached is freed without reading it first: the transaction compares the
+// address key's CreateRevision with the handle key's (they were written
+// together) and the block's ModRevision with the cached one. Other addresses,
+// and every address on a retry, are read first.
+func (i *IPAM) planReleaseLocked(ctx context.Context, c *change, r *releaseCall) ([]netip.Addr, error) {
+	handle, ips, indexed, fast := r.handle, r.ips, r.indexed, !r.slow
 	var ts []target
+	var freed []netip.Addr
 	for _, ip := range ips {
 		var ps *poolState
-		if name, ok := indexed[ip]; ok {
+		h, isIndexed := indexed[ip]
+		if isIndexed {
 			if err := i.loadPoolsLocked(ctx, false); err != nil {
-				return nil, false, err
+				return nil, err
 			}
-			ps = i.pools[name]
+			ps = i.pools[h.pool]
 		}
 		if ps == nil {
 			var err error
 			if ps, err = i.poolOfLocked(ctx, ip); err != nil {
-				return nil, false, err
+				return nil, err
 			}
 		}
 		if ps == nil { // in no pool: nothing to free but a stale index entry
-			if _, ok := indexed[ip]; ok && handle != "" {
+			if isIndexed && handle != "" {
 				c.unindex = append(c.unindex, handleKey(handle, ip))
 			}
 			continue
 		}
-		ts = append(ts, target{ip: ip, ps: ps, cidr: ps.geo.blockOf(ip)})
+		t := target{ip: ip, ps: ps, cidr: ps.geo.blockOf(ip)}
+		if bs := ps.blocks[t.cidr]; fast && isIndexed && handle != "" && bs != nil && h.pool == ps.pool.Name {
+			bc := c.block(ps, t.cidr, bs, i.host, i.now())
+			c.remove(bc, delAlloc{pool: ps.pool.Name, ip: ip, handle: handle, created: h.created})
+			freed = append(freed, ip)
+			continue
+		}
+		ts = append(ts, t)
 	}
-	var freed []netip.Addr
 	if len(ts) > 0 {
 		allocs, err := i.readTargetsLocked(ctx, ts)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		for _, t := range ts {
 			_, isIndexed := indexed[t.ip]
@@ -105,7 +106,7 @@ func (i *IPAM) releaseLocked(ctx context.Context, handle string, ips []netip.Add
 			var a registry.Allocation
 			if ok {
 				if a, err = registry.DecodeAllocation(kv.Value); err != nil {
-					return nil, false, fmt.Errorf("ipam: allocation %s: %w", t.ip, err)
+					return nil, fmt.Errorf("ipam: allocation %s: %w", t.ip, err)
 				}
 			}
 			if !ok || (handle != "" && a.Handle != handle) {
@@ -116,16 +117,9 @@ func (i *IPAM) releaseLocked(ctx context.Context, handle string, ips []netip.Add
 				continue
 			}
 			bc := c.block(t.ps, t.cidr, t.ps.blocks[t.cidr], i.host, i.now())
-			c.remove(bc, delAlloc{pool: t.ps.pool.Name, ip: t.ip, handle: a.Handle, rev: kv.ModRevision})
+			c.remove(bc, delAlloc{pool: t.ps.pool.Name, ip: t.ip, handle: a.Handle, created: kv.CreateRevision})
 			freed = append(freed, t.ip)
 		}
 	}
-	if c.empty() {
-		return nil, true, nil
-	}
-	ok, err := i.commitLocked(ctx, c)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	return freed, true, nil
+	return freed, nil
 }

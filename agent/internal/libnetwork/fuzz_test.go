@@ -26,6 +26,7 @@ func FuzzDecode(f *testing.F) {
 	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
+	hs := newHarness(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		reqs := []any{
 			&CreateNetworkRequest{}, &AllocateNetworkRequest{}, &NetworkRequest{},
@@ -40,7 +41,6 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		// The full handler never panics and always answers JSON.
-		hs := newHarness(t)
 		for path, rt := range hs.p.routes() {
 			if rt.newReq == nil {
 				continue

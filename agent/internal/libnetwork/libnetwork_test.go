@@ -34,7 +34,7 @@ type harness struct {
 	hn    *fakeHostNet
 }
 
-func newHarness(t *testing.T, opts ...Option) *harness {
+func newHarness(t testing.TB, opts ...Option) *harness {
 	t.Helper()
 	st := newFakeStore()
 	im := newFakeIPAM(st,
@@ -49,7 +49,7 @@ func newHarness(t *testing.T, opts ...Option) *harness {
 }
 
 // call posts body to path and returns the status and the decoded answer.
-func (hs *harness) call(t *testing.T, path, body string) (int, map[string]any) {
+func (hs *harness) call(t testing.TB, path, body string) (int, map[string]any) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 	w := httptest.NewRecorder()
@@ -65,7 +65,7 @@ func (hs *harness) call(t *testing.T, path, body string) (int, map[string]any) {
 }
 
 // ok posts and fails the test unless the answer is 200 without Err.
-func (hs *harness) ok(t *testing.T, path, body string) map[string]any {
+func (hs *harness) ok(t testing.TB, path, body string) map[string]any {
 	t.Helper()
 	code, out := hs.call(t, path, body)
 	if code != http.StatusOK || out["Err"] != nil {
@@ -74,7 +74,7 @@ func (hs *harness) ok(t *testing.T, path, body string) map[string]any {
 	return out
 }
 
-func mustJSON(t *testing.T, v any) string {
+func mustJSON(t testing.TB, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -46,8 +46,8 @@ func TestElemRoundTrip(t *testing.T) {
 // FuzzDecodeElem feeds arbitrary kernel bytes to the element and verdict
 // decoders: they must return an error or a value, never panic.
 func FuzzDecodeElem(f *testing.F) {
-	f.Add(uint8(kindIfAddr4), []byte("ptl-1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0a\x00\x00\x01"), []byte{}) // iface . ipv4
-	f.Add(uint8(kindVmap4), []byte{10, 0, 0, 1}, []byte{8, 0, 1, 0, 0, 0, 0, 1})                                           // accept
+	f.Add(uint8(kindIfAddr4), []byte("ptl-1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0a\x00\x00\x01"), []byte{})    // iface . ipv4
+	f.Add(uint8(kindVmap4), []byte{10, 0, 0, 1}, []byte{8, 0, 1, 0, 0, 0, 0, 1})                                        // accept
 	f.Add(uint8(kindVmap6), make([]byte, 16), []byte{8, 0, 1, 0, 0xff, 0xff, 0xff, 0xfd, 8, 0, 2, 0, 'c', '4', '_', 0}) // jump
 	f.Fuzz(func(_ *testing.T, kind uint8, key, val []byte) {
 		_, _, _ = decodeElem(setKind(kind%8), nftables.SetElement{Key: key, Val: val})

@@ -115,6 +115,26 @@ func (p *Policy) readLocked(ctx context.Context) (state, error) {
 	return actual, nil
 }
 
+// Remove deletes Petrel's table (every rule, set and map), for an operator
+// who turns policy off or a test that must leave the namespace as it found
+// it. Containers are then unfiltered.
+func (p *Policy) Remove(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cacheOK = false
+	st, err := p.k.read(ctx)
+	if err != nil {
+		return fmt.Errorf("policy: read table %s: %w", TableName, err)
+	}
+	if !st.Table {
+		return nil
+	}
+	if err := p.k.apply(ctx, plan{DelTable: true}); err != nil {
+		return fmt.Errorf("policy: delete table %s: %w", TableName, err)
+	}
+	return nil
+}
+
 // Close releases the policy's kernel handle. The table stays in place.
 func (p *Policy) Close() error { return p.k.close() }
 

@@ -216,6 +216,14 @@ func TestKernelAdopt(t *testing.T) {
 		t.Errorf("table changed on adopt:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	l.cannot("a1", "b1")
+
+	if err := l.pol.Remove(context.Background()); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if out, err := l.host.Run("nft", "list", "table", "inet", TableName); err == nil {
+		t.Errorf("table still listed after Remove:\n%s", out)
+	}
+	l.can("a1", "b1") // unfiltered
 }
 
 // TestKernelIPv6 checks groups and anti-spoofing over IPv6: the spoofed

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/petrel-net/petrel/agent/registry"
-	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
 // BenchmarkReconcileFull programs 1,000 hosts (3,000 blocks, 2,000 borrowed

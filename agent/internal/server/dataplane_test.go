@@ -31,7 +31,9 @@ func (f *fakeDataplane) Attach(_ context.Context, s dataplane.Spec) (dataplane.R
 	return dataplane.Result{Endpoint: ep, MTU: 1450, GatewayV4: dataplane.GatewayV4, GatewayV6: dataplane.GatewayV6, Changed: true}, nil
 }
 
-func (f *fakeDataplane) Detach(context.Context, string, string, string) (bool, error) { return true, f.err }
+func (f *fakeDataplane) Detach(context.Context, string, string, string) (bool, error) {
+	return true, f.err
+}
 
 func (f *fakeDataplane) Check(context.Context, string, string, string, []netip.Addr) ([]string, error) {
 	return []string{"host veth x missing"}, f.err

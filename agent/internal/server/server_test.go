@@ -32,8 +32,8 @@ type env struct {
 	metrics *Metrics
 	reg     *prometheus.Registry
 	// etcd stops the etcd member; it may be called more than once.
-	etcd    interface{ Close() }
-	kv      *clientv3.Client
+	etcd interface{ Close() }
+	kv   *clientv3.Client
 }
 
 func newEnv(t *testing.T, budget time.Duration) *env {

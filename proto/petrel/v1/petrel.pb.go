@@ -1283,8 +1283,12 @@ type Endpoint struct {
 	DockerNetworkId string `protobuf:"bytes,18,opt,name=docker_network_id,json=dockerNetworkId,proto3" json:"docker_network_id,omitempty"`
 	// docker_endpoint_id is the libnetwork endpoint ID on the Docker path.
 	DockerEndpointId string `protobuf:"bytes,19,opt,name=docker_endpoint_id,json=dockerEndpointId,proto3" json:"docker_endpoint_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// docker_container_id is the Docker container ID on the Docker path,
+	// learned from the Docker API after the container joined (libnetwork
+	// sends only endpoint IDs, so container_id holds the endpoint ID there).
+	DockerContainerId string `protobuf:"bytes,20,opt,name=docker_container_id,json=dockerContainerId,proto3" json:"docker_container_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -1446,6 +1450,13 @@ func (x *Endpoint) GetDockerNetworkId() string {
 func (x *Endpoint) GetDockerEndpointId() string {
 	if x != nil {
 		return x.DockerEndpointId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetDockerContainerId() string {
+	if x != nil {
+		return x.DockerContainerId
 	}
 	return ""
 }
@@ -2679,7 +2690,7 @@ const file_proto_petrel_v1_petrel_proto_rawDesc = "" +
 	"\vPortMapping\x12\x1b\n" +
 	"\thost_port\x18\x01 \x01(\rR\bhostPort\x12%\n" +
 	"\x0econtainer_port\x18\x02 \x01(\rR\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xea\x05\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\x9a\x06\n" +
 	"\bEndpoint\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x10\n" +
@@ -2701,7 +2712,8 @@ const file_proto_petrel_v1_petrel_proto_rawDesc = "" +
 	"\acreated\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1a\n" +
 	"\bhostname\x18\x11 \x01(\tR\bhostname\x12*\n" +
 	"\x11docker_network_id\x18\x12 \x01(\tR\x0fdockerNetworkId\x12,\n" +
-	"\x12docker_endpoint_id\x18\x13 \x01(\tR\x10dockerEndpointId\x1a9\n" +
+	"\x12docker_endpoint_id\x18\x13 \x01(\tR\x10dockerEndpointId\x12.\n" +
+	"\x13docker_container_id\x18\x14 \x01(\tR\x11dockerContainerId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +

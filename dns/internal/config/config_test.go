@@ -1,0 +1,72 @@
+package config
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(`{"masters":["10.0.0.1:5050"],"RefreshSeconds":5,"httpport":9000,"SOARname":"admin@example.mesos","domain":"Example.MESOS"}`), "c.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RefreshSeconds != 5 || c.HttpPort != 9000 || c.TTL != 60 || c.Port != 53 || !c.ExternalOn || !c.SetTruncateBit {
+		t.Errorf("got %+v", c)
+	}
+	if c.Domain != "example.mesos" || c.SOARname != "admin.example.mesos." || c.SOAMname != "ns1.mesos." {
+		t.Errorf("got domain %q rname %q mname %q", c.Domain, c.SOARname, c.SOAMname)
+	}
+	if got := c.Resolvers; !slices.Equal(got, []string{"8.8.8.8:53"}) {
+		t.Errorf("got resolvers %q", got)
+	}
+	if got := c.Sources(); !slices.Equal(got, []string{"petrel", "netinfo", "mesos", "host"}) {
+		t.Errorf("got sources %q", got)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"no masters", `{}`, `"masters" is required`},
+		{"zk only", `{"zk":"zk://10.0.0.1:2181/mesos"}`, "zk master detection is not supported"},
+		{"dup masters", `{"masters":["1.1.1.1:5050","1.1.1.1:5050"]}`, "duplicate master"},
+		{"bad domain", `{"masters":["1.1.1.1:5050"],"domain":"a..b"}`, "invalid domain"},
+		{"bad source", `{"masters":["1.1.1.1:5050"],"IPSources":["rkt"]}`, "invalid IPSources"},
+		{"empty sources", `{"masters":["1.1.1.1:5050"],"IPSources":[]}`, "must not be empty"},
+		{"bad resolver", `{"masters":["1.1.1.1:5050"],"resolvers":["dns.google"]}`, "invalid resolver"},
+		{"zone overlaps", `{"masters":["1.1.1.1:5050"],"zoneResolvers":{"x.mesos":["1.1.1.1"]}}`, "overlaps"},
+		{"both off", `{"masters":["1.1.1.1:5050"],"dnson":false,"httpon":false}`, "must be enabled"},
+		{"not json", `{`, "unexpected EOF"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.in), "c.json")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c := Default()
+	c.MesosCredentials = Credentials{Principal: "p", Secret: "s"}
+	if r := c.Redacted(); r.MesosCredentials.Secret == "s" || c.MesosCredentials.Secret != "s" {
+		t.Errorf("got redacted %q, original %q", r.MesosCredentials.Secret, c.MesosCredentials.Secret)
+	}
+}
+
+// FuzzParse checks that any input is either rejected or yields a usable config.
+func FuzzParse(f *testing.F) {
+	f.Add(`{"masters":["10.0.0.1:5050"]}`)
+	f.Add(`{"masters":["[::1]:5050"],"resolvers":["::1"],"zoneResolvers":{"a.b":["1.2.3.4:53"]}}`)
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := Parse(strings.NewReader(in), "f.json")
+		if err != nil {
+			return
+		}
+		if len(c.Masters) == 0 || len(c.Sources()) == 0 || !strings.HasSuffix(c.SOAMname, ".") {
+			t.Fatalf("accepted an unusable config: %+v", c)
+		}
+	})
+}

@@ -1,0 +1,404 @@
+package multihost
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/petrel-net/petrel/agent/registry"
+	"github.com/petrel-net/petrel/framework-tests/testutil"
+	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+)
+
+func etcdClient(tb testing.TB, ec *etcdCluster) *clientv3.Client {
+	tb.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// appliedTracker follows the registry from the benchmark's own watch: it
+// timestamps endpoint writes and every host's applied revision, and says
+// when all expected hosts have applied a revision.
+type appliedTracker struct {
+	mu      sync.Mutex
+	applied map[string]int64
+	hosts   []string
+	target  int64
+	t0      time.Time // when the target's endpoint write was seen
+	reached chan time.Duration
+	ep      string // endpoint key whose write starts the clock
+}
+
+func trackApplied(ctx context.Context, cli *clientv3.Client, hosts []string) *appliedTracker {
+	a := &appliedTracker{applied: map[string]int64{}, hosts: hosts, reached: make(chan time.Duration, 1)}
+	resp, err := cli.Get(ctx, registry.AppliedPrefix, clientv3.WithPrefix())
+	if err == nil {
+		for _, kv := range resp.Kvs {
+			v, _ := strconv.ParseInt(string(kv.Value), 10, 64)
+			a.applied[strings.TrimPrefix(string(kv.Key), registry.AppliedPrefix)] = v
+		}
+	}
+	rev := int64(0)
+	if resp != nil {
+		rev = resp.Header.Revision + 1
+	}
+	wch := cli.Watch(ctx, registry.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	go func() {
+		for wr := range wch {
+			now := time.Now()
+			a.mu.Lock()
+			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				switch {
+				case k == a.ep && ev.Type == clientv3.EventTypePut:
+					a.target, a.t0 = ev.Kv.ModRevision, now
+				case strings.HasPrefix(k, registry.AppliedPrefix) && ev.Type == clientv3.EventTypePut:
+					v, _ := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
+					a.applied[strings.TrimPrefix(k, registry.AppliedPrefix)] = v
+				}
+			}
+			a.checkLocked(now)
+			a.mu.Unlock()
+		}
+	}()
+	return a
+}
+
+func (a *appliedTracker) checkLocked(now time.Time) {
+	if a.target == 0 {
+		return
+	}
+	for _, h := range a.hosts {
+		if a.applied[h] < a.target {
+			return
+		}
+	}
+	d := now.Sub(a.t0)
+	a.target = 0
+	a.reached <- d
+}
+
+// expect arms the tracker for the next write of endpoint key ep.
+func (a *appliedTracker) expect(ep string) {
+	a.mu.Lock()
+	a.ep, a.target = ep, 0
+	a.mu.Unlock()
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+// BenchmarkConvergence: the time from a container's endpoint write (an
+// attach on h1) until every other agent (2 real petrelds plus 100 simulated
+// watchers running the real cluster and routes code over a fake kernel, each
+// with its own etcd client) has reconciled and published its applied
+// revision.
+func BenchmarkConvergence(b *testing.B) {
+	const sims, attaches = 100, 40
+	l := newLab(b, false)
+	for _, n := range []string{"h1", "h2", "h3"} {
+		l.start(n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := l.ipam("h1").AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: "mh", Cidr: "10.1.0.0/16", BlockSize: 26}}); err != nil {
+		b.Fatal(err)
+	}
+	hosts := []string{"h1", "h2", "h3"}
+	for i := range sims {
+		hosts = append(hosts, fmt.Sprintf("sim%03d", i))
+	}
+	sim := exec.Command(bins.simwatch, "watch", "--count", strconv.Itoa(sims), "--etcd-endpoints", strings.Join(l.etcd.Endpoints, ","))
+	stdin, err := sim.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sim.Stderr = os.Stderr
+	if err := sim.Start(); err != nil {
+		b.Fatal(err)
+	}
+	simDone := make(chan struct{})
+	go func() { _ = sim.Wait(); close(simDone) }()
+	defer func() { _ = stdin.Close(); _ = sim.Process.Kill(); <-simDone }()
+	tr := trackApplied(ctx, etcdClient(b, l.etcd), hosts)
+	// Everyone is up once every host has published.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		tr.mu.Lock()
+		n := 0
+		for _, h := range hosts {
+			if tr.applied[h] > 0 {
+				n++
+			}
+		}
+		tr.mu.Unlock()
+		if n == len(hosts) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d hosts published in 60s", n, len(hosts))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var ds []time.Duration
+	b.ResetTimer()
+	for range attaches {
+		l.ids++
+		id := fmt.Sprintf("bench-%d", l.ids)
+		tr.expect(registry.EndpointKey("h1", id, "eth0"))
+		ns := testutil.NewNS(b, "c")
+		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+		ar, err := l.ipam("h1").Allocate(actx, &petrelv1.AllocateRequest{Handle: id, NumIpv4: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := l.dataplane("h1").Attach(actx, &petrelv1.AttachRequest{
+			Endpoint: &petrelv1.Endpoint{ContainerId: id, Ips: ar.GetIps(), Handle: id, Ifname: "eth0"}, Netns: ns.Path,
+		}); err != nil {
+			b.Fatal(err)
+		}
+		acancel()
+		select {
+		case d := <-tr.reached:
+			ds = append(ds, d)
+		case <-time.After(30 * time.Second):
+			b.Fatal("not converged within 30s")
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(ds, 0.5))/1e6, "p50-ms")
+	b.ReportMetric(float64(percentile(ds, 0.99))/1e6, "p99-ms")
+	b.ReportMetric(float64(percentile(ds, 1))/1e6, "max-ms")
+	b.Logf("convergence over %d attaches, %d hosts: p50 %v p99 %v max %v", len(ds), len(hosts),
+		percentile(ds, 0.5), percentile(ds, 0.99), percentile(ds, 1))
+}
+
+// BenchmarkScale feeds one real petreld (in its own namespace) the records
+// of 1,000 simulated hosts (3,000 blocks, 2,000 borrowed addresses) and
+// reports the time to program all routes and publish, the end-to-end time of
+// one block change (write -> route in the kernel -> applied published), and
+// the agent's RSS.
+func BenchmarkScale(b *testing.B) {
+	testutil.RequireRoot(b)
+	ec := startEtcdCluster(b, false)
+	cli := etcdClient(b, ec)
+	ctx := context.Background()
+	out, err := exec.Command(bins.simwatch, "load", "--hosts", "1000", "--borrowed", "2000",
+		"--etcd-endpoints", strings.Join(ec.Endpoints, ",")).CombinedOutput()
+	if err != nil {
+		b.Fatalf("simwatch load: %v: %s", err, out)
+	}
+	l := &lab{t: b, etcd: ec, hosts: map[string]*host{}, dir: b.TempDir()}
+	h := l.addHost("self", "10.96.0.1", "10.96.0.0/14")
+	h.ns.MustRun(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+	h.ns.MustRun(b, "ip", "addr", "add", "10.96.0.1/14", "dev", "eth0")
+	h.ns.MustRun(b, "ip", "link", "set", "eth0", "up")
+	h.ns.MustRun(b, "ip", "link", "set", "eth0p", "up")
+	h.ns.MustRun(b, "ip", "route", "add", "10.200.0.0/16", "via", "10.96.0.254")
+	tr := trackApplied(ctx, cli, []string{"self"})
+	resp, err := cli.Get(ctx, "/x")
+	if err != nil {
+		b.Fatal(err)
+	}
+	loaded := resp.Header.Revision
+	b.ResetTimer()
+	start := time.Now()
+	l.start("self")
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		tr.mu.Lock()
+		done := tr.applied["self"] >= loaded
+		tr.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("agent did not apply revision %d in 120s", loaded)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	full := time.Since(start)
+	if n := strings.Count(h.petrelRoutes(b), "\n"); n != 5000 {
+		b.Fatalf("got %d petrel routes, want 5000", n)
+	}
+	// One change at a time: a block appears or goes for a simulated host.
+	var ds []time.Duration
+	blk := registry.Block{Pool: "p", CIDR: "10.255.0.0/26", Host: "sim0001"}
+	v, _ := registry.EncodeJSON(blk)
+	for i := range 40 {
+		tr.mu.Lock()
+		tr.ep, tr.target = registry.BlockKey("p", blk.CIDR), 0
+		tr.mu.Unlock()
+		if i%2 == 0 {
+			_, err = cli.Put(ctx, registry.BlockKey("p", blk.CIDR), string(v))
+		} else {
+			tr.mu.Lock()
+			tr.ep = "" // deletions: start the clock at the write's return
+			tr.mu.Unlock()
+			var dr *clientv3.DeleteResponse
+			t0 := time.Now()
+			dr, err = cli.Delete(ctx, registry.BlockKey("p", blk.CIDR))
+			if err == nil {
+				tr.mu.Lock()
+				tr.target, tr.t0 = dr.Header.Revision, t0
+				tr.checkLocked(time.Now())
+				tr.mu.Unlock()
+			}
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case d := <-tr.reached:
+			ds = append(ds, d)
+		case <-time.After(30 * time.Second):
+			b.Fatal("change not applied in 30s")
+		}
+	}
+	b.StopTimer()
+	rss := rssKiB(b, h.agent.cmd.Process.Pid)
+	b.ReportMetric(full.Seconds(), "program-all-s")
+	b.ReportMetric(float64(percentile(ds, 0.5))/1e6, "change-p50-ms")
+	b.ReportMetric(float64(percentile(ds, 0.99))/1e6, "change-p99-ms")
+	b.ReportMetric(float64(rss)/1024, "rss-MiB")
+	b.Logf("1000 hosts, 5000 routes: program all %v; one change p50 %v p99 %v; RSS %d KiB",
+		full, percentile(ds, 0.5), percentile(ds, 0.99), rss)
+}
+
+func rssKiB(tb testing.TB, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// iperf runs iperf3 from client namespace to server namespace's address
+// and returns Gbps and sender-side CPU percent.
+func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbps, cpu float64) {
+	tb.Helper()
+	srv := exec.Command("ip", "netns", "exec", server.Name, "iperf3", "-s", "-1", "-B", ip)
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := out.Read(buf); err != nil {
+				break
+			}
+		}
+		close(done)
+	}()
+	defer func() { _ = srv.Process.Kill(); <-done; _ = srv.Wait() }()
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+			CPU struct {
+				HostTotal   float64 `json:"host_total"`
+				RemoteTotal float64 `json:"remote_total"`
+			} `json:"cpu_utilization_percent"`
+		} `json:"end"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o, err := client.Run("iperf3", "-c", ip, "-t", strconv.Itoa(secs), "-J")
+		if err == nil {
+			if err := json.Unmarshal([]byte(o), &res); err != nil {
+				tb.Fatalf("iperf3 json: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(o, "Connection refused") {
+			tb.Fatalf("iperf3 -c %s: %v: %s", ip, err, o)
+		}
+		time.Sleep(50 * time.Millisecond) // server still starting
+	}
+	gbps = res.End.SumReceived.BitsPerSecond / 1e9
+	return gbps, res.End.CPU.HostTotal + res.End.CPU.RemoteTotal
+}
+
+// BenchmarkThroughput compares, in one run, iperf3 between containers on two
+// hosts of one subnet (plain routing), a bare veth between two namespaces,
+// and containers on two subnets (VXLAN through the router).
+func BenchmarkThroughput(b *testing.B) {
+	const secs = 5
+	l := newLab(b, false)
+	for _, n := range []string{"h1", "h2", "h4"} {
+		l.start(n)
+	}
+	ctx := context.Background()
+	if _, err := l.ipam("h1").AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: "mh", Cidr: "10.1.0.0/16", BlockSize: 26}}); err != nil {
+		b.Fatal(err)
+	}
+	c1, c2, c4 := l.addContainer("h1"), l.addContainer("h2"), l.addContainer("h4")
+	l.waitConverged("h1")
+	va, vb := testutil.NewNS(b, "va"), testutil.NewNS(b, "vb")
+	va.MustRun(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", vb.Name)
+	va.MustRun(b, "ip", "addr", "add", "10.250.0.1/24", "dev", "eth0")
+	vb.MustRun(b, "ip", "addr", "add", "10.250.0.2/24", "dev", "eth0")
+	va.MustRun(b, "ip", "link", "set", "eth0", "up")
+	vb.MustRun(b, "ip", "link", "set", "eth0", "up")
+	b.ResetTimer()
+	type result struct {
+		name      string
+		gbps, cpu float64
+	}
+	var rs []result
+	for _, p := range []struct {
+		name           string
+		server, client *testutil.NS
+		ip             string
+	}{
+		{"veth", vb, va, "10.250.0.2"},
+		{"routed", c2.ns, c1.ns, c2.ip},
+		{"vxlan", c4.ns, c1.ns, c4.ip},
+	} {
+		g, c := iperf(b, p.server, p.client, p.ip, secs)
+		rs = append(rs, result{p.name, g, c})
+		b.ReportMetric(g, p.name+"-Gbps")
+		if g > 0 {
+			b.ReportMetric(c/g, p.name+"-cpu%/Gbps")
+		}
+	}
+	b.StopTimer()
+	for _, r := range rs {
+		b.Logf("%-7s %6.2f Gbps  %6.1f cpu%% (sender+receiver)  %5.1f cpu%%/Gbps", r.name, r.gbps, r.cpu, r.cpu/r.gbps)
+	}
+	if rs[0].gbps > 0 {
+		b.ReportMetric(100*rs[1].gbps/rs[0].gbps, "routed/veth-%")
+		b.ReportMetric(100*rs[2].gbps/rs[0].gbps, "vxlan/veth-%")
+	}
+}
