@@ -279,8 +279,8 @@ type env struct {
 	etcd     *clientv3.Client
 	pool     netip.Prefix
 	poolName string
-	agent *agent
-	image string
+	agent    *agent
+	image    string
 }
 
 // pluginSocket is where Docker finds the petrel plugin.
@@ -379,7 +379,12 @@ func (e *env) network(t testing.TB, args ...string) string {
 // run starts a detached container on network and returns its name.
 func (e *env) run(t testing.TB, network string, args ...string) string {
 	t.Helper()
-	name := "ptl-c-" + randHex(3)
+	return e.runNamed(t, "ptl-c-"+randHex(3), network, args...)
+}
+
+// runNamed starts a detached container with a given name.
+func (e *env) runNamed(t testing.TB, name, network string, args ...string) string {
+	t.Helper()
 	cmd := append([]string{"run", "-d", "--name", name, "--net", network}, args...)
 	mustDocker(t, append(cmd, e.image, "sleep", "3600")...)
 	t.Cleanup(func() { _, _ = docker("rm", "-f", name) })
@@ -499,7 +504,9 @@ func TestDockerContainersPingEachOther(t *testing.T) {
 	e := newEnv(t)
 	netName := e.network(t)
 	a := e.run(t, netName)
-	b := e.run(t, netName, "--label", "app=web")
+	// b is named the way Mesos's Docker containerizer names its containers.
+	mesosID := "ptl" + randHex(4) + "-1111-2222-3333-444455556666"
+	b := e.runNamed(t, "mesos-"+mesosID, netName, "--label", "app=web")
 	ipA, ipB := ip(t, a, netName), ip(t, b, netName)
 	for _, addr := range []string{ipA, ipB} {
 		if !e.pool.Contains(netip.MustParseAddr(addr)) {
@@ -512,12 +519,21 @@ func TestDockerContainersPingEachOther(t *testing.T) {
 	if err := ping(b, ipA); err != nil {
 		t.Error(err)
 	}
+	// Root namespace safety: the pool is unreachable except for its
+	// containers' /32s, and Docker's FORWARD DROP lets Petrel through.
+	if out, _ := exec.Command("ip", "route", "show", "type", "unreachable", e.pool.String()).CombinedOutput(); !strings.Contains(string(out), e.pool.String()) {
+		t.Errorf("no unreachable route for %s: %q", e.pool, out)
+	}
+	if !forwardRulesPresent() {
+		t.Errorf("DOCKER-USER lacks Petrel's ACCEPT rules")
+	}
 	// The gateway cost no address: the pool holds exactly the two
 	// containers' addresses.
 	if ks := e.registryKeys(t, registry.IPsPrefix); len(ks) != 2 {
 		t.Errorf("allocations: got %v, want the two containers' only", ks)
 	}
 	// Names arrive from the Docker API, off the request path.
+	bID := mustDocker(t, "inspect", "-f", "{{.Id}}", b)
 	waitFor(t, "container name on the endpoint record", func() error {
 		rec := e.endpointRecord(t, b, netName)
 		if rec["container_name"] != b || rec["network_name"] != netName {
@@ -525,6 +541,9 @@ func TestDockerContainersPingEachOther(t *testing.T) {
 		}
 		if l, _ := rec["labels"].(map[string]any); l["app"] != "web" {
 			return fmt.Errorf("labels %v", rec["labels"])
+		}
+		if rec["mesos_container_id"] != mesosID || rec["docker_container_id"] != bID || rec["source"] != "SOURCE_DOCKER" {
+			return fmt.Errorf("record %v", rec)
 		}
 		return nil
 	})

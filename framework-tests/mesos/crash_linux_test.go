@@ -141,7 +141,9 @@ func TestKillAgentMidAttach(t *testing.T) {
 	}
 	mustPing(t, nsPinger{keep[0].ns}, keep[1].ip)
 
-	for i, trigger := range []string{"msg=allocated", "Dataplane/Attach", ""} {
+	// Kill points: as soon as Allocate has answered (the shim is sending
+	// Attach), when the allocation is logged, after Attach, and at once.
+	for i, trigger := range []string{"IPAM/Allocate code=OK", "msg=allocated", "Dataplane/Attach", ""} {
 		ns := testutil.NewNS(t, "v")
 		cid := launcher.UUID()
 		from := a.log.len()

@@ -32,6 +32,9 @@ const (
 	pool6 = "fd00:66::/64"
 )
 
+// agentLogLevel is petreld's --log-level (benchmarks lower it).
+var agentLogLevel = "debug"
+
 var (
 	buildOnce sync.Once
 	binDir    string
@@ -39,7 +42,7 @@ var (
 )
 
 // bins builds petreld, petrel-netmodules and petrel once per test binary.
-func bins(t *testing.T) string {
+func bins(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "ptl-mesos-bin")
@@ -149,7 +152,7 @@ type client struct {
 
 // startAgent starts petreld inside host with an embedded etcd under a temp
 // dir, adds the test pools, and stops it by PID in t.Cleanup.
-func startAgent(t *testing.T, host *testutil.NS) *agent {
+func startAgent(t testing.TB, host *testutil.NS) *agent {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ptl-mesos")
 	if err != nil {
@@ -187,12 +190,12 @@ func startAgent(t *testing.T, host *testutil.NS) *agent {
 	return a
 }
 
-func (a *agent) start(t *testing.T) {
+func (a *agent) start(t testing.TB) {
 	t.Helper()
 	from := a.log.len()
 	a.cmd = exec.Command("ip", "netns", "exec", a.host.Name, filepath.Join(a.bin, "petreld"),
 		"--data-dir", filepath.Join(a.dir, "data"), "--socket", a.sock, "--hostname", "h1",
-		"--metrics-addr", "", "--log-level", "debug")
+		"--metrics-addr", "", "--log-level", agentLogLevel)
 	stderr, err := a.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +242,7 @@ func (a *agent) stop() {
 
 // kill9 kills petreld with SIGKILL and waits for it to be gone. ip netns
 // exec execs petreld, so the PID is petreld's own.
-func (a *agent) kill9(t *testing.T) {
+func (a *agent) kill9(t testing.TB) {
 	t.Helper()
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatalf("kill -9 petreld: %v", err)
@@ -249,7 +252,7 @@ func (a *agent) kill9(t *testing.T) {
 
 // etcd returns a client for the agent's embedded etcd, which listens on
 // 127.0.0.1 inside the host namespace: connections are made from there.
-func (a *agent) etcd(t *testing.T) *clientv3.Client {
+func (a *agent) etcd(t testing.TB) *clientv3.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -284,7 +287,7 @@ func (a *agent) etcd(t *testing.T) *clientv3.Client {
 }
 
 // keys lists etcd keys under prefix.
-func keys(t *testing.T, c *clientv3.Client, prefix string) []string {
+func keys(t testing.TB, c *clientv3.Client, prefix string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -302,7 +305,7 @@ func keys(t *testing.T, c *clientv3.Client, prefix string) []string {
 // hostLeftovers lists Petrel links, addresses and routes still in the host
 // namespace: any link but lo, any address but loopback's, any route naming
 // a ptl* device or a pool address.
-func hostLeftovers(t *testing.T, host *testutil.NS) []string {
+func hostLeftovers(t testing.TB, host *testutil.NS) []string {
 	t.Helper()
 	var bad []string
 	for _, l := range strings.Split(strings.TrimSpace(host.MustRun(t, "ip", "-o", "link", "show")), "\n") {
@@ -328,7 +331,7 @@ func hostLeftovers(t *testing.T, host *testutil.NS) []string {
 // assertClean checks, polling briefly for the agent to finish, that the
 // host holds no Petrel links, addresses or routes and that etcd holds no
 // endpoint, address or handle record.
-func assertClean(t *testing.T, a *agent) {
+func assertClean(t testing.TB, a *agent) {
 	t.Helper()
 	c := a.etcd(t)
 	deadline := time.Now().Add(10 * time.Second)
@@ -358,7 +361,7 @@ type sleeper struct {
 	pid int
 }
 
-func newSleeper(t *testing.T) *sleeper {
+func newSleeper(t testing.TB) *sleeper {
 	t.Helper()
 	cmd := exec.Command("unshare", "-n", "sleep", "600")
 	if err := cmd.Start(); err != nil {
@@ -398,7 +401,7 @@ type nsPinger struct{ *testutil.NS }
 
 func (n nsPinger) run(args ...string) (string, error) { return n.Run(args...) }
 
-func mustPing(t *testing.T, from pinger, ip string) {
+func mustPing(t testing.TB, from pinger, ip string) {
 	t.Helper()
 	// busybox ping: the image has no iputils.
 	args := []string{"busybox", "ping", "-c", "1", "-W", "2", ip}
@@ -417,7 +420,7 @@ func mustPing(t *testing.T, from pinger, ip string) {
 }
 
 // ctxT returns a context bounded for one scenario step.
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx

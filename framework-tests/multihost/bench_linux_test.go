@@ -1,6 +1,7 @@
 package multihost
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -302,7 +303,7 @@ func rssKiB(tb testing.TB, pid int) int64 {
 // and returns Gbps and sender-side CPU percent.
 func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbps, cpu float64) {
 	tb.Helper()
-	srv := exec.Command("ip", "netns", "exec", server.Name, "iperf3", "-s", "-1", "-B", ip)
+	srv := exec.Command("ip", "netns", "exec", server.Name, "iperf3", "-s", "-1", "--forceflush", "-B", ip)
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -310,19 +311,32 @@ func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbp
 	if err := srv.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	listening := make(chan struct{})
 	done := make(chan struct{})
+	var srvOut strings.Builder
 	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, err := out.Read(buf); err != nil {
-				break
+		seen := false
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			srvOut.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "Server listening") && !seen {
+				close(listening)
+				seen = true
 			}
 		}
 		close(done)
 	}()
 	defer func() { _ = srv.Process.Kill(); <-done; _ = srv.Wait() }()
+	select {
+	case <-listening:
+	case <-done:
+		tb.Fatalf("iperf3 server in %s exited: %s", server.Name, srvOut.String())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("iperf3 server in %s not listening after 30s", server.Name)
+	}
 	var res struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
@@ -339,9 +353,16 @@ func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbp
 			if err := json.Unmarshal([]byte(o), &res); err != nil {
 				tb.Fatalf("iperf3 json: %v", err)
 			}
+			if res.Error == "" && res.End.SumReceived.BitsPerSecond > 0 {
+				break
+			}
+			err = fmt.Errorf("iperf3: %q", res.Error)
+			o = res.Error
+		}
+		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) || !strings.Contains(o, "Connection refused") {
+		if time.Now().After(deadline) || !strings.Contains(strings.ToLower(o), "connection refused") {
 			tb.Fatalf("iperf3 -c %s: %v: %s", ip, err, o)
 		}
 		time.Sleep(50 * time.Millisecond) // server still starting

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -95,6 +96,8 @@ type lab struct {
 	ctrs   map[string]*ctr
 	eps    map[string]*petrelv1.Endpoint // hand-wired records
 	auto   int
+	// lastRev is the highest revision converged on so far.
+	lastRev int64
 }
 
 type ctr struct {
@@ -324,12 +327,23 @@ func (l *lab) setGroups(name string, groups ...string) {
 // revision reaches rev, and returns how long that took.
 func (l *lab) converge(rev int64) time.Duration {
 	l.t.Helper()
+	return l.convergeSince(rev, 0)
+}
+
+// convergeSince is converge counting only applied revisions published at
+// or after etcd revision since (0: any), so that a restarted agent must
+// publish anew.
+func (l *lab) convergeSince(rev, since int64) time.Duration {
+	l.t.Helper()
+	if rev > l.lastRev {
+		l.lastRev = rev
+	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	applied := func(kv []byte) bool {
-		v, err := strconv.ParseInt(string(kv), 10, 64)
-		return err == nil && v >= rev
+	applied := func(kv *mvccpb.KeyValue) bool {
+		v, err := strconv.ParseInt(string(kv.Value), 10, 64)
+		return err == nil && v >= rev && kv.ModRevision >= since
 	}
 	for host := range l.agents {
 		key := registry.AppliedKey(host)
@@ -337,13 +351,13 @@ func (l *lab) converge(rev int64) time.Duration {
 		if err != nil {
 			l.t.Fatalf("get %s: %v", key, err)
 		}
-		if len(r.Kvs) == 1 && applied(r.Kvs[0].Value) {
+		if len(r.Kvs) == 1 && applied(r.Kvs[0]) {
 			continue
 		}
 		done := false
 		for wr := range l.etcd.Watch(ctx, key, clientv3.WithRev(r.Header.Revision+1)) {
 			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut && applied(ev.Kv.Value) {
+				if ev.Type == clientv3.EventTypePut && applied(ev.Kv) {
 					done = true
 				}
 			}
@@ -358,14 +372,34 @@ func (l *lab) converge(rev int64) time.Duration {
 	return time.Since(start)
 }
 
-// sync waits for every write so far.
+// sync waits until every agent applied every endpoint write so far (the
+// applied revision only tracks writes the agents care about, so it is
+// compared with the last endpoint write, not etcd's head).
 func (l *lab) sync() {
 	l.t.Helper()
+	r, err := l.etcd.Get(context.Background(), registry.EndpointsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	rev := int64(0)
+	for _, kv := range r.Kvs {
+		rev = max(rev, kv.ModRevision)
+	}
+	l.converge(rev)
+}
+
+// restart kills a host's agent, runs check while it is down, starts it
+// again and waits until it has published an applied revision anew.
+func (l *lab) restart(host string, check func()) {
+	l.t.Helper()
+	l.stop(host)
+	check()
 	r, err := l.etcd.Get(context.Background(), "/")
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	l.converge(r.Header.Revision)
+	l.start(host)
+	l.convergeSince(l.lastRev, r.Header.Revision)
 }
 
 func (l *lab) ns(name string) *testutil.NS {

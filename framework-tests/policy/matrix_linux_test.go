@@ -105,12 +105,11 @@ func netModulesMatrix(t *testing.T, l *lab) {
 
 	t.Run("Agent restart keeps and adopts the rules", func(t *testing.T) {
 		before := l.table("h1")
-		l.stop("h1")
-		neither(t, "sa", "sb") // enforced with no agent running
-		neither(t, "pb", "sa")
-		both(t, "pa", "sa")
-		l.start("h1")
-		l.sync()
+		l.restart("h1", func() {
+			neither(t, "sa", "sb") // enforced with no agent running
+			neither(t, "pb", "sa")
+			both(t, "pa", "sa")
+		})
 		if after := l.table("h1"); after != before {
 			t.Errorf("restart changed the table:\nbefore:\n%s\nafter:\n%s", before, after)
 		}

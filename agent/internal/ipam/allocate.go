@@ -52,9 +52,9 @@ func parseHandleKeys(handle string, kvs []*mvccpb.KeyValue) []held {
 // handle already holds in the requested pools count towards the request, and
 // only the missing ones are allocated.
 //
-// Concurrent calls on one IPAM are group-committed: whoever holds the host's
-// lock plans every queued call against the cache and commits them in one
-// transaction. A call for a new handle costs one etcd round trip and one
+// Concurrent calls on one IPAM (Allocates and Releases) are group-committed:
+// whoever holds the host's lock plans every queued call against the cache
+// and commits them in one transaction. A call for a new handle costs one etcd round trip and one
 // write (shared with the calls it is batched with); the transaction checks
 // that the handle still holds nothing, so an existing handle is caught by the
 // compare and answered from the transaction's Else reads.
@@ -102,6 +102,7 @@ type allocCall struct {
 	have []held // what the handle holds, as last seen
 	hrev int64  // revision have was read at; 0 means "assumed empty"
 	rel  *releaseCall
+	new  []held // addresses planned for this call in the current attempt
 	out  []netip.Addr
 	err  error
 	done chan struct{}
@@ -113,7 +114,15 @@ type releaseCall struct {
 	ips     []netip.Addr
 	indexed map[netip.Addr]held
 	slow    bool // read every address first (after a failed attempt)
+	// cached: ips and indexed come from the IPAM's memory of the handle as
+	// of hrev, not from a read; a failed attempt then fails the call with
+	// errStaleHandle and Release reads the handle.
+	cached bool
+	hrev   int64
 }
+
+// errStaleHandle makes Release read a handle it took from memory.
+var errStaleHandle = errors.New("ipam: remembered handle is stale")
 
 // handle returns the handle a call writes, "" for a release by address.
 func (c *allocCall) handle() string {
@@ -232,10 +241,25 @@ func (i *IPAM) runBatchLocked(ctx context.Context) {
 		}
 		if ok {
 			for k, call := range batch {
+				if call.rel == nil && len(call.new) > 0 {
+					have := slices.Clone(call.have)
+					for _, h := range call.new {
+						h.created = c.committed
+						have = append(have, h)
+					}
+					i.rememberHandle(call.req.Handle, handleState{have: have, rev: c.committed})
+				}
 				call.finish(outs[k], nil)
 			}
 			return
 		}
+		batch = slices.DeleteFunc(batch, func(call *allocCall) bool {
+			if call.rel != nil && call.rel.cached {
+				call.finish(nil, errStaleHandle)
+				return true
+			}
+			return false
+		})
 		for _, call := range batch {
 			if call.rel != nil {
 				call.rel.slow = true
@@ -325,6 +349,7 @@ func (i *IPAM) familiesLocked(ctx context.Context, req Request) ([]family, error
 // call will get if c commits.
 func (i *IPAM) planLocked(ctx context.Context, c *change, call *allocCall) ([]netip.Addr, error) {
 	req := call.req
+	call.new = nil
 	fams, err := i.familiesLocked(ctx, req)
 	if err != nil {
 		return nil, err
@@ -347,6 +372,9 @@ func (i *IPAM) planLocked(ctx context.Context, c *change, call *allocCall) ([]ne
 			return nil, err
 		}
 		c.checkHandle(req.Handle, call.hrev)
+		for _, ip := range ips {
+			call.new = append(call.new, held{ip: ip, pool: c.poolOf[ip]})
+		}
 		got = append(got, ips...)
 		slices.SortFunc(got, netip.Addr.Compare)
 		out = append(out, got...)

@@ -26,6 +26,8 @@ type change struct {
 	puts       []registry.Allocation
 	dels       []delAlloc
 	picked     map[netip.Addr]bool
+	poolOf     map[netip.Addr]string // pool of each picked address
+	committed  int64                 // revision of the commit, once committed
 	// unindex lists stale handle keys to drop (handle key without its address).
 	unindex []string
 }
@@ -62,6 +64,7 @@ func newChange() *change {
 		pools:  map[string]*poolState{},
 		blocks: map[netip.Prefix]*blockChange{},
 		picked: map[netip.Addr]bool{},
+		poolOf: map[netip.Addr]string{},
 	}
 }
 
@@ -98,6 +101,7 @@ func (c *change) block(ps *poolState, cidr netip.Prefix, bs *blockState, host st
 func (c *change) add(bc *blockChange, a registry.Allocation, ip netip.Addr) {
 	bc.added = append(bc.added, ip)
 	c.picked[ip] = true
+	c.poolOf[ip] = a.Pool
 	c.puts = append(c.puts, a)
 }
 
@@ -168,6 +172,7 @@ func (i *IPAM) commitLocked(ctx context.Context, c *change) (bool, error) {
 		return false, err
 	}
 	if r.Succeeded {
+		c.committed = r.Header.Revision
 		i.applyLocked(c, r.Header.Revision)
 		return true, nil
 	}

@@ -25,7 +25,7 @@
 //	          Then(put block{allocated+n}, put ip, put handle ...)
 //	          Else(get pool, get handle prefix, get block, get ip ...)
 //	reserve   same shape, for given addresses; no handle compare
-//	release   If(pool, block ModRev == seen, ip ModRev == seen ...)
+//	release   If(pool, block ModRev == seen, ip CreateRev == seen ...)
 //	          Then(put block{allocated-n} | delete block when it reaches 0,
 //	               delete ip, delete handle ...)
 //	add pool  If(pool CreateRev == 0, pools/ prefix ModRev < read+1) Then(put pool)
@@ -35,5 +35,10 @@
 // The in-memory cache of pools, blocks and used addresses only chooses
 // candidates; correctness comes from the compares. A failed compare refreshes
 // the cache from the Else reads and retries, a bounded number of times.
-// Concurrent Allocates on one IPAM are group-committed into one transaction.
+// Concurrent Allocates and Releases on one IPAM are group-committed: whoever
+// takes the host's lock plans every queued call and commits them in one
+// transaction (at most one call per handle, MaxAddresses addresses).
+// Allocation records are never updated, so an address key's CreateRevision
+// (equal to its handle key's) identifies an allocation; releasing by handle
+// needs no read of the address keys.
 package ipam

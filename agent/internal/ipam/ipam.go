@@ -33,9 +33,14 @@ type IPAM struct {
 
 	// sem is a mutex that honours ctx. It guards everything below and
 	// serialises this host's block writes.
-	sem       chan struct{}
-	qmu       sync.Mutex // guards queue only
-	queue     []*allocCall
+	sem   chan struct{}
+	qmu   sync.Mutex // guards queue only
+	queue []*allocCall
+	hmu   sync.Mutex // guards handles only
+	// handles remembers what the handles this IPAM allocated hold, as of a
+	// revision, so that releasing one needs no read (the release compares
+	// that the handle gained nothing since). Released handles are dropped.
+	handles   map[string]handleState
 	pools     map[string]*poolState
 	poolsRead time.Time
 }
@@ -95,6 +100,7 @@ func newWithKV(kv clientv3.KV, host string, opts ...Option) (*IPAM, error) {
 		poolTTL:    DefaultPoolCacheTTL,
 		sem:        make(chan struct{}, 1),
 		pools:      map[string]*poolState{},
+		handles:    map[string]handleState{},
 	}
 	for _, o := range opts {
 		o(i)
@@ -149,3 +155,30 @@ func ipKey(pool string, ip netip.Addr) string { return registry.IPKey(pool, ip.S
 func blockKey(pool string, b netip.Prefix) string { return registry.BlockKey(pool, b.String()) }
 
 func handleKey(handle string, ip netip.Addr) string { return registry.HandleKey(handle, ip.String()) }
+
+// handleState is what a handle held at revision rev.
+type handleState struct {
+	have []held
+	rev  int64
+}
+
+func (i *IPAM) rememberHandle(handle string, st handleState) {
+	i.hmu.Lock()
+	i.handles[handle] = st
+	i.hmu.Unlock()
+}
+
+// takeHandle returns and forgets what a handle held.
+func (i *IPAM) takeHandle(handle string) (handleState, bool) {
+	i.hmu.Lock()
+	defer i.hmu.Unlock()
+	st, ok := i.handles[handle]
+	delete(i.handles, handle)
+	return st, ok
+}
+
+func (i *IPAM) forgetHandle(handle string) {
+	i.hmu.Lock()
+	delete(i.handles, handle)
+	i.hmu.Unlock()
+}

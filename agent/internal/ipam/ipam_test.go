@@ -737,3 +737,101 @@ func FuzzRequestValidate(f *testing.F) {
 		}
 	})
 }
+
+// TestChurn mixes allocations and releases (by handle and by address) from
+// concurrent workers on two hosts, so that group-committed batches hold
+// both, and checks the registry stays consistent and ends empty.
+func TestChurn(t *testing.T) {
+	srv, c := testutil.Etcd(t)
+	ctx := context.Background()
+	c2, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c2.Close() })
+	hosts := []*IPAM{newIPAM(t, c, "h1"), newIPAM(t, c2, "h2")}
+	addPool(t, hosts[0], "10.30.0.0/25", 28) // 8 small blocks: claims, deletes and borrowing all happen
+	addPool(t, hosts[0], "fd00:30::/120", 124)
+	var wg sync.WaitGroup
+	for w := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			i := hosts[w%2]
+			for n := range 30 {
+				h := fmt.Sprintf("churn-%d-%d", w, n)
+				req := Request{Handle: h, NumV4: 1 + n%2, NumV6: n % 3 / 2}
+				ips, err := i.Allocate(ctx, req)
+				if err != nil {
+					t.Errorf("allocate %s: %v", h, err)
+					return
+				}
+				if len(ips) != req.NumV4+req.NumV6 {
+					t.Errorf("allocate %s: got %v, want %d addresses", h, ips, req.NumV4+req.NumV6)
+				}
+				var freed []netip.Addr
+				if n%2 == 0 {
+					freed, err = hosts[(w+n)%2].Release(ctx, h, nil)
+				} else {
+					freed, err = hosts[(w+n)%2].Release(ctx, "", ips)
+				}
+				if err != nil || !slices.Equal(freed, ips) {
+					t.Errorf("release %s: got %v, %v; want %v", h, freed, err, ips)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	checkConsistent(t, c)
+	for _, p := range []string{registry.BlocksPrefix, registry.IPsPrefix, registry.HandlesPrefix} {
+		if n := countKeys(t, c, p); n != 0 {
+			t.Errorf("%s: got %d keys after churn, want 0", p, n)
+		}
+	}
+}
+
+// TestReleaseRememberedHandle covers releasing a handle this IPAM
+// allocated (which it does without reading the handle) after another host
+// changed the handle behind its back.
+func TestReleaseRememberedHandle(t *testing.T) {
+	_, c := testutil.Etcd(t)
+	ctx := context.Background()
+	a, b := newIPAM(t, c, "a"), newIPAM(t, c, "b")
+	addPool(t, a, "10.31.0.0/24", 26)
+
+	// b tops the handle up: a's memory misses the second address.
+	first := mustAllocate(t, a, Request{Handle: "topped", NumV4: 1})
+	both := mustAllocate(t, b, Request{Handle: "topped", NumV4: 2})
+	if !slices.Contains(both, first[0]) {
+		t.Fatalf("top-up on b: got %v, want it to include %v", both, first)
+	}
+	freed, err := a.Release(ctx, "topped", nil)
+	if err != nil || !slices.Equal(freed, both) {
+		t.Fatalf("release topped on a: got %v, %v; want %v", freed, err, both)
+	}
+
+	// b frees the address by IP: a's release finds it already free.
+	ips := mustAllocate(t, a, Request{Handle: "gone", NumV4: 1})
+	if freed, err := b.Release(ctx, "", ips); err != nil || !slices.Equal(freed, ips) {
+		t.Fatalf("release %v on b: got %v, %v", ips, freed, err)
+	}
+	// ... and b reuses it for another handle, which a must not free.
+	if _, err := b.Reserve(ctx, "other", ips, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := a.Release(ctx, "gone", nil); err != nil || len(freed) != 0 {
+		t.Fatalf("release gone on a: got %v, %v; want nothing freed", freed, err)
+	}
+	if got, err := a.Allocations(ctx, "", "other"); err != nil || len(got) != 1 {
+		t.Fatalf("other's reservation: got %+v, %v; want it kept", got, err)
+	}
+	if _, err := b.Release(ctx, "other", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{registry.BlocksPrefix, registry.IPsPrefix, registry.HandlesPrefix} {
+		if n := countKeys(t, c, p); n != 0 {
+			t.Errorf("%s: got %d keys, want 0", p, n)
+		}
+	}
+	checkConsistent(t, c)
+}

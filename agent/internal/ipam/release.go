@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -26,6 +27,29 @@ func (i *IPAM) Release(ctx context.Context, handle string, ips []netip.Addr) ([]
 	ips, err := parseIPs(ips)
 	if err != nil {
 		return nil, err
+	}
+	// Releasing the whole of a handle this IPAM allocated needs no read.
+	var st handleState
+	remembered := false
+	if handle != "" {
+		st, remembered = i.takeHandle(handle) // any release of a handle forgets it
+	}
+	if remembered && len(ips) == 0 && len(st.have) <= MaxAddresses {
+		indexed := map[netip.Addr]held{}
+		var all []netip.Addr
+		for _, h := range st.have {
+			indexed[h.ip] = h
+			all = append(all, h.ip)
+		}
+		call := &allocCall{rel: &releaseCall{handle: handle, ips: all, indexed: indexed, cached: true, hrev: st.rev}, done: make(chan struct{})}
+		err := i.submit(ctx, call)
+		if err == nil {
+			slices.SortFunc(call.out, netip.Addr.Compare)
+			return call.out, nil
+		}
+		if !errors.Is(err, errStaleHandle) {
+			return nil, fmt.Errorf("ipam: release %s: %w", handle, err)
+		}
 	}
 	indexed := map[netip.Addr]held{}
 	if handle != "" {
@@ -88,6 +112,10 @@ func (i *IPAM) planReleaseLocked(ctx context.Context, c *change, r *releaseCall)
 		}
 		t := target{ip: ip, ps: ps, cidr: ps.geo.blockOf(ip)}
 		if bs := ps.blocks[t.cidr]; fast && isIndexed && handle != "" && bs != nil && h.pool == ps.pool.Name {
+			if r.cached {
+				// The handle must hold nothing we do not know of.
+				c.checkHandle(handle, r.hrev)
+			}
 			bc := c.block(ps, t.cidr, bs, i.host, i.now())
 			c.remove(bc, delAlloc{pool: ps.pool.Name, ip: ip, handle: handle, created: h.created})
 			freed = append(freed, ip)
@@ -116,6 +144,7 @@ func (i *IPAM) planReleaseLocked(ctx context.Context, c *change, r *releaseCall)
 				}
 				continue
 			}
+			i.forgetHandle(a.Handle)
 			bc := c.block(t.ps, t.cidr, t.ps.blocks[t.cidr], i.host, i.now())
 			c.remove(bc, delAlloc{pool: t.ps.pool.Name, ip: t.ip, handle: a.Handle, created: kv.CreateRevision})
 			freed = append(freed, t.ip)

@@ -267,7 +267,9 @@ func (p *Plugin) lookupEndpoint(id string) (*endpoint, bool) {
 
 func (p *Plugin) endpointOperInfo(_ context.Context, req *EndpointRequest) (any, error) {
 	v := map[string]string{}
-	if ep, ok := p.lookupEndpoint(req.EndpointID); ok {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ep, ok := p.endpoints[req.EndpointID]; ok {
 		ips := make([]string, len(ep.ips))
 		for i, ip := range ep.ips {
 			ips[i] = ip.String()

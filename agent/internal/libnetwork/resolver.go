@@ -279,6 +279,10 @@ func (r *resolver) syncEndpoint(ctx context.Context, b *Binding, containerID, en
 			return nil, err
 		}
 		ep.ContainerName = name
+		ep.DockerContainerId = c.ID
+		if ep.DockerContainerId == "" {
+			ep.DockerContainerId = containerID
+		}
 		ep.NetworkName = b.Name
 		ep.Hostname = c.Config.Hostname
 		ep.MesosContainerId = MesosContainerID(name)

@@ -151,7 +151,7 @@ func TestResolverNamesEndpoints(t *testing.T) {
 		return ep != nil && ep["container_name"] == "mesos-agent-S1.abc"
 	})
 	ep := readEndpoint(t, hs)
-	if ep["network_name"] != "webnet" || ep["mesos_container_id"] != "abc" || ep["hostname"] != "h1" {
+	if ep["network_name"] != "webnet" || ep["mesos_container_id"] != "abc" || ep["hostname"] != "h1" || ep["docker_container_id"] != cid {
 		t.Errorf("endpoint record: got %v", ep)
 	}
 	if ng, _ := ep["netgroups"].([]any); !slices.Contains(ng, any("ops")) {

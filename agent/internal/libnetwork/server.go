@@ -53,12 +53,6 @@ func WithHostNet(h HostNet) Option { return func(p *Plugin) { p.hostNet = h } }
 // it the plugin works but records carry IDs only.
 func WithDocker(d DockerAPI) Option { return func(p *Plugin) { p.resolver.docker = d } }
 
-// WithEndpointKey tells the resolver where the dataplane keeps the record of
-// a Docker endpoint (by default registry.EndpointKey(host, endpointID, "eth0")).
-func WithEndpointKey(f func(endpointID string) string) Option {
-	return func(p *Plugin) { p.resolver.endpointKey = f }
-}
-
 // WithLogger logs every request at debug level and every failure at warn
 // level (the default discards).
 func WithLogger(l *slog.Logger) Option { return func(p *Plugin) { p.log = l } }
@@ -190,7 +184,7 @@ func (p *Plugin) Run(ctx context.Context, ready func()) error {
 
 // maintainInterval is how often pools added later get their unreachable
 // route and the forward rules are re-checked (Docker may have restarted).
-const maintainInterval = 10 * time.Second
+const maintainInterval = 30 * time.Second
 
 func (p *Plugin) maintain(ctx context.Context) {
 	t := time.NewTicker(maintainInterval)

@@ -13,13 +13,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -116,6 +119,11 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if cfg.Zk != "" {
 		log.Warn("zk master detection is not supported; using the static masters list", "zk", cfg.Zk, "masters", cfg.Masters)
 	}
+	if os.Getenv("GOGC") == "" {
+		// Queries do not allocate; garbage comes only from state loads, so
+		// a tighter heap costs little CPU and halves the resident size.
+		debug.SetGCPercent(50)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -171,6 +179,8 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if f.metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		if err := serveHTTP(ctx, &wg, f.metricsAddr, mux, errc); err != nil {
 			return err
 		}
@@ -184,6 +194,12 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 		log.Info("http api listening", "addr", cfg.HTTPAddr())
 	}
 	if cfg.DnsOn {
+		if cfg.ExternalOn && len(cfg.Resolvers) == 0 {
+			// mesos-dns: an empty list means the non-local nameservers of
+			// /etc/resolv.conf.
+			cfg.Resolvers = systemResolvers("/etc/resolv.conf")
+			log.Info("using system resolvers", "resolvers", cfg.Resolvers)
+		}
 		srv := &resolver.Server{
 			R: &resolver.Responder{
 				Zone: z, Domain: cfg.Domain, TTL: uint32(cfg.TTL),
@@ -234,6 +250,11 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 			m.applySeconds.Observe(s.Elapsed.Seconds())
 			m.runningTasks.Set(float64(s.Tasks))
 			m.zoneChanges.Add(float64(s.Names))
+			if s.Names > 10000 {
+				// After a large change (the first load) hand the decode
+				// garbage back to the OS now rather than keep the peak.
+				debug.FreeOSMemory()
+			}
 			lvl := slog.LevelDebug
 			if first {
 				lvl, first = slog.LevelInfo, false
@@ -330,6 +351,20 @@ func listenerIPs(listener string) []netip.Addr {
 	for _, a := range addrs {
 		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
 			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+func systemResolvers(path string) []string {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range cc.Servers {
+		if ip, err := netip.ParseAddr(s); err == nil && !ip.IsLoopback() {
+			out = append(out, net.JoinHostPort(s, cc.Port))
 		}
 	}
 	return out

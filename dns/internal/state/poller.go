@@ -138,15 +138,24 @@ type eventHeader struct {
 	Type master.Event_Type `json:"type"`
 }
 
+// streamIdle is how long the stream may stay silent; masters send a
+// HEARTBEAT every 15 s.
+const streamIdle = 60 * time.Second
+
 func (p *Poller) follow(ctx context.Context, leader string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	body, err := p.Fetcher.Subscribe(ctx, leader)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
+	idle := time.AfterFunc(streamIdle, cancel)
+	defer idle.Stop()
 	r := recordio.NewReader(body, recordio.MaxMessageSize(256<<20))
 	for {
 		frame, err := r.ReadFrame()
+		idle.Reset(streamIdle)
 		if err != nil {
 			return fmt.Errorf("subscribe stream %s: %w", leader, err)
 		}
@@ -158,7 +167,7 @@ func (p *Poller) follow(ctx context.Context, leader string) error {
 			p.OnEvent(ev.Type.String())
 		}
 		switch ev.Type {
-		case master.Event_TASK_ADDED, master.Event_TASK_UPDATED,
+		case master.Event_SUBSCRIBED, master.Event_TASK_ADDED, master.Event_TASK_UPDATED,
 			master.Event_AGENT_ADDED, master.Event_AGENT_REMOVED,
 			master.Event_FRAMEWORK_ADDED, master.Event_FRAMEWORK_UPDATED, master.Event_FRAMEWORK_REMOVED:
 			p.Trigger()

@@ -1,6 +1,7 @@
 package zone
 
 import (
+	"bytes"
 	"os"
 	"testing"
 
@@ -28,5 +29,34 @@ func BenchmarkUpdateState(b *testing.B) {
 	for b.Loop() {
 		z := New(Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: []string{"petrel", "netinfo", "mesos", "host"}})
 		z.UpdateState(st)
+	}
+}
+
+// BenchmarkReloadUnchanged measures a periodic reload of an unchanged state:
+// decode plus diff, with no index change.
+func BenchmarkReloadUnchanged(b *testing.B) {
+	path := os.Getenv("PETREL_DNS_STATE")
+	if path == "" {
+		b.Skip("PETREL_DNS_STATE not set")
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := state.Decode(bytes.NewReader(raw))
+	if err != nil {
+		b.Fatal(err)
+	}
+	z := New(Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: []string{"petrel", "netinfo", "mesos", "host"}})
+	z.UpdateState(st)
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := state.Decode(bytes.NewReader(raw))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s := z.UpdateState(st); s.Names != 0 {
+			b.Fatalf("got %d changed names", s.Names)
+		}
 	}
 }

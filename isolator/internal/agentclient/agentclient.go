@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,11 @@ func Dial(socket string, timeout time.Duration) (*Client, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	conn, err := grpc.NewClient("unix://"+socket,
+	target := "unix://" + socket
+	if !filepath.IsAbs(socket) {
+		target = "unix:" + socket // gRPC's form for a relative path
+	}
+	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// One shim process makes a handful of calls; no retries beyond the
 		// caller's own deadline.

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
 func TestParseTimeout(t *testing.T) {
@@ -74,5 +76,20 @@ func TestDescribeAndUnavailable(t *testing.T) {
 		if IsUnavailable(tc.err) != tc.unavailable {
 			t.Errorf("IsUnavailable(%v) = %v, want %v", tc.err, !tc.unavailable, tc.unavailable)
 		}
+	}
+}
+
+func TestDialRelativeSocket(t *testing.T) {
+	t.Chdir(t.TempDir())
+	c, err := Dial("none.sock", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := c.Call(context.Background())
+	defer cancel()
+	_, err = c.Cluster.Status(ctx, &petrelv1.StatusRequest{})
+	if !IsUnavailable(err) || !strings.Contains(err.Error(), "none.sock") {
+		t.Fatalf("got %v, want unavailable naming none.sock", err)
 	}
 }
