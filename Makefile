@@ -92,6 +92,43 @@ proto-check: tools ## fail when the committed generated code differs from make p
 		fi; \
 	done; echo "proto-check: generated code is up to date"
 
+# Install layout (see docs/operations.md). Every path honours DESTDIR.
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+CNI_BIN_DIR    ?= /opt/cni/bin
+CNI_CONF_DIR   ?= /etc/mesos/cni/net.d
+MESOS_CONF_DIR ?= /etc/mesos/petrel
+SYSTEMD_DIR    ?= /etc/systemd/system
+RELEASE_ARCHES ?= amd64 arm64
+DIST           := $(CURDIR)/dist
+
+.PHONY: install
+install: build ## install binaries, the CNI plugin, Mesos/CNI configs and systemd units (PREFIX, DESTDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(CNI_CONF_DIR) $(DESTDIR)$(MESOS_CONF_DIR) $(DESTDIR)$(SYSTEMD_DIR)
+	install -m 0755 $(BIN)/petreld $(BIN)/petrelctl $(BIN)/petrel-dns $(BIN)/petrel-netmodules $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BIN)/petrel $(DESTDIR)$(CNI_BIN_DIR)/petrel
+	install -m 0644 deploy/cni/petrel.conf $(DESTDIR)$(CNI_CONF_DIR)/petrel.conf
+	install -m 0644 deploy/mesos/modules.json $(DESTDIR)$(MESOS_CONF_DIR)/modules.json
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' deploy/systemd/petreld.service >$(DESTDIR)$(SYSTEMD_DIR)/petreld.service
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' deploy/systemd/petrel-dns.service >$(DESTDIR)$(SYSTEMD_DIR)/petrel-dns.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/petreld.service $(DESTDIR)$(SYSTEMD_DIR)/petrel-dns.service
+
+.PHONY: release
+release: ## static linux/amd64 and linux/arm64 tarballs with SHA-256 sums in dist/
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for arch in $(RELEASE_ARCHES); do \
+		dir=$(DIST)/petrel-$(VERSION)-linux-$$arch; mkdir -p $$dir; \
+		for d in $(MAINS); do \
+			name=$$(basename $$d); \
+			echo "GOARCH=$$arch go build $$name"; \
+			CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$$name $$d; \
+		done; \
+		cp -r deploy README.md $$dir/; \
+		tar -C $(DIST) -czf $(DIST)/petrel-$(VERSION)-linux-$$arch.tar.gz petrel-$(VERSION)-linux-$$arch; \
+		rm -rf $$dir; \
+	done
+	@cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
+
 .PHONY: clean
 clean: ## remove build and test output
-	rm -rf $(BIN) $(TESTDIR)
+	rm -rf $(BIN) $(TESTDIR) $(DIST)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,6 +24,7 @@ type Server struct {
 	// ClientURL is where clients connect (unix:// or http://127.0.0.1:port).
 	ClientURL string
 	dir       string
+	closeOnce sync.Once
 }
 
 // Option configures Start.
@@ -92,9 +94,9 @@ func (s *Server) Client() (*clientv3.Client, error) {
 	return c, nil
 }
 
-// Close stops the member. The data directory stays.
+// Close stops the member. The data directory stays. Close is idempotent.
 func (s *Server) Close() {
-	s.etcd.Close()
+	s.closeOnce.Do(s.etcd.Close)
 }
 
 // freePorts asks the kernel for n free loopback ports.

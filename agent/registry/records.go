@@ -75,4 +75,13 @@ type Snapshot struct {
 	Allocations map[string]Allocation
 	// Endpoints by endpoint key (EndpointKey).
 	Endpoints map[string]*petrelv1.Endpoint
+
+	// HostsRevision, BlocksRevision, AllocationsRevision and
+	// EndpointsRevision are the revisions of the last change to each map
+	// (the listing revision after a full list), so that a reconciler can skip
+	// work when nothing it reads has changed. Zero means unknown.
+	HostsRevision       int64
+	BlocksRevision      int64
+	AllocationsRevision int64
+	EndpointsRevision   int64
 }

@@ -34,5 +34,6 @@ fi
 args=(-bin "$BIN" -n "$N" -churn "$CHURN" -gate "$GATE" -out "$OUT")
 [ -n "${ETCD_SHM:-}" ] && args+=(-etcd-shm)
 [ -n "${SUBJECTS:-}" ] && args+=(-subjects "$SUBJECTS")
+[ -n "${PETRELD_LOG:-}" ] && args+=(-petreld-log "$PETRELD_LOG")
 "$BIN/cnibench" "${args[@]}"
 echo "results: $OUT"

@@ -330,6 +330,17 @@ func TestCNIVersionsCheckStatusGC(t *testing.T) {
 			t.Fatalf("CHECK %s: %v", x.id, err)
 		}
 	}
+	// An attachment libcni has no cache entry for (its runtime lost
+	// state): only the plugin's own GC can find it.
+	orphan := testutil.NewNS(t, "c")
+	conf, err := c.MesosConfig(&ni)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add, out := runPlugin(a, "ADD", "orphan", orphan.Path, conf)
+	if err := add.Run(); err != nil {
+		t.Fatalf("ADD orphan: %v: %s", err, out)
+	}
 	if err := c.GC(ctx, []types.GCAttachment{{ContainerID: "keep", IfName: "eth0"}}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}

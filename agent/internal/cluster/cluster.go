@@ -184,6 +184,7 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 		applyPut(snap, applied, string(kv.Key), kv.Value)
 	}
 	snap.Revision = rev
+	snap.HostsRevision, snap.BlocksRevision, snap.AllocationsRevision, snap.EndpointsRevision = rev, rev, rev, rev
 	c.snap = snap
 	c.mu.Lock()
 	c.live = cloneHosts(snap.Hosts)
@@ -266,12 +267,15 @@ func (c *Cluster) applyWatch(wr *clientv3.WatchResponse) bool {
 	for _, ev := range wr.Events {
 		key := string(ev.Kv.Key)
 		rev := ev.Kv.ModRevision
+		changed := false
 		if ev.Type == clientv3.EventTypeDelete {
-			if applyDelete(c.snap, c.applied, key) {
-				relevant = rev
-			}
-		} else if applyPut(c.snap, c.applied, key, ev.Kv.Value) {
+			changed = applyDelete(c.snap, c.applied, key)
+		} else {
+			changed = applyPut(c.snap, c.applied, key, ev.Kv.Value)
+		}
+		if changed {
 			relevant = rev
+			markChanged(c.snap, key, rev)
 		}
 		if strings.HasPrefix(key, registry.HostsPrefix) {
 			name := strings.TrimPrefix(key, registry.HostsPrefix)
@@ -424,6 +428,20 @@ func applyDelete(s *registry.Snapshot, applied map[string]int64, key string) boo
 		return true
 	}
 	return false
+}
+
+// markChanged records the revision of a change in the map key belongs to.
+func markChanged(s *registry.Snapshot, key string, rev int64) {
+	switch {
+	case strings.HasPrefix(key, registry.HostsPrefix):
+		s.HostsRevision = rev
+	case strings.HasPrefix(key, registry.BlocksPrefix):
+		s.BlocksRevision = rev
+	case strings.HasPrefix(key, registry.IPsPrefix):
+		s.AllocationsRevision = rev
+	case strings.HasPrefix(key, registry.EndpointsPrefix):
+		s.EndpointsRevision = rev
+	}
 }
 
 // blockCIDR is the CIDR a block key names ("" if malformed).

@@ -21,4 +21,20 @@
 // when no key changes). Lag is reported the same way: zero for a host that
 // has applied every relevant change, else the current revision minus its
 // applied revision.
+//
+// # Cost
+//
+// The main watch covers every registry key except applied/ (which sorts
+// first under the prefix): after each change every agent writes its applied
+// key once, and following those writes everywhere would deliver N² events
+// per change. Applied revisions are listed and watched only on demand (Status,
+// WaitConverged, metrics scrapes), and that watch stops after two idle
+// minutes. The snapshot carries per-map change revisions so that the routes
+// reconciler skips the endpoint-only changes every attach makes.
+//
+// A host's record and applied key live under one lease (TTL 10s by default).
+// The lease is kept alive and re-granted after an etcd outage; it is never
+// revoked on shutdown, so a quick restart withdraws nothing. When a host dies
+// its record expires and every agent drops its routes; RemoveHost does the
+// same at once and frees the host's empty blocks.
 package cluster

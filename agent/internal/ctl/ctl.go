@@ -110,6 +110,10 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 	global := flag.NewFlagSet("petrelctl", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	opts.bind(global)
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(c.Stdout, "petrelctl", version.Version)
+		return 0
+	}
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.usage(c.Stdout)
@@ -127,7 +131,7 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 		}
 		return 0
 	}
-	if rest[0] == "version" {
+	if rest[0] == "version" || rest[0] == "--version" || rest[0] == "-version" {
 		fmt.Fprintln(c.Stdout, "petrelctl", version.Version)
 		return 0
 	}

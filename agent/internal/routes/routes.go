@@ -8,7 +8,8 @@
 // few netlink calls that close the gap. Routes Petrel owns carry the route
 // protocol Protocol, so routes of anyone else (including the per-container
 // /32 routes of the dataplane) are never touched, and a route that is already
-// right is never removed and re-added.
+// right is never removed and re-added. They use metric Metric, so a local
+// container route always beats a remote claim on the same address.
 //
 // # VXLAN addressing
 //
@@ -311,7 +312,8 @@ type Reconciler struct {
 	now    func() time.Time
 
 	mu       sync.Mutex
-	actual   *State // nil: list the kernel next time
+	inputs   [3]int64 // hosts, blocks, allocations revisions last applied
+	actual   *State   // nil: list the kernel next time
 	listed   time.Time
 	vxlanUp  bool
 	lastPlan *Plan
@@ -371,10 +373,17 @@ func newWithOps(ops netOps, cfg Config) (*Reconciler, error) {
 func (r *Reconciler) Reconcile(_ context.Context, s *registry.Snapshot) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	resync := r.actual == nil || r.now().Sub(r.listed) >= r.resync
+	inputs := [3]int64{s.HostsRevision, s.BlocksRevision, s.AllocationsRevision}
+	if !resync && inputs != [3]int64{} && inputs == r.inputs {
+		// Only endpoints changed: routes do not depend on them.
+		r.lastPlan = &Plan{}
+		return nil
+	}
 	desired := Desired(r.self, s)
 	var errs []error
 	relisted := false
-	if r.actual == nil || r.now().Sub(r.listed) >= r.resync {
+	if resync {
 		if err := r.listLocked(); err != nil {
 			return err
 		}
@@ -446,8 +455,10 @@ func (r *Reconciler) Reconcile(_ context.Context, s *registry.Snapshot) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		r.actual = nil // trust the kernel, not the cache, next time
+		r.inputs = [3]int64{}
 		return err
 	}
+	r.inputs = inputs
 	return nil
 }
 

@@ -233,3 +233,32 @@ func TestDesiredSkipsBadRecords(t *testing.T) {
 		t.Errorf("got routes %v, want none", got.Routes)
 	}
 }
+
+// TestEndpointOnlyChangeIsFree: when only endpoints changed (the revisions
+// of hosts, blocks and allocations are the same), Reconcile does nothing.
+func TestEndpointOnlyChangeIsFree(t *testing.T) {
+	s := cluster()
+	s.HostsRevision, s.BlocksRevision, s.AllocationsRevision = 3, 4, 5
+	r, ops := newFake(t, s.Hosts["a"])
+	if err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	before := fmt.Sprint(ops.Calls)
+	// Changing a block without bumping its revision is invisible (that is
+	// the contract); bumping it is seen.
+	s.Blocks["10.1.1.0/26"] = registry.Block{CIDR: "10.1.1.0/26", Host: "b"}
+	s.EndpointsRevision = 6
+	if err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(ops.Calls); got != before {
+		t.Errorf("calls after an endpoint-only change = %s, want %s", got, before)
+	}
+	s.BlocksRevision = 7
+	if err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if p := r.LastPlan(); len(p.Replace) != 1 {
+		t.Errorf("after the block change: plan %+v, want one route", p)
+	}
+}

@@ -119,6 +119,13 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if cfg.Zk != "" {
 		log.Warn("zk master detection is not supported; using the static masters list", "zk", cfg.Zk, "masters", cfg.Masters)
 	}
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		// With one P, a busy state load keeps the P and the network is
+		// only polled by sysmon every 10 ms. A second P blocks in the
+		// netpoller and runs the DNS workers as soon as packets arrive,
+		// even when the process is pinned to one CPU.
+		runtime.GOMAXPROCS(2)
+	}
 	if os.Getenv("GOGC") == "" {
 		// Queries do not allocate; garbage comes only from state loads, so
 		// a tighter heap costs little CPU and halves the resident size.
@@ -250,17 +257,18 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 			m.applySeconds.Observe(s.Elapsed.Seconds())
 			m.runningTasks.Set(float64(s.Tasks))
 			m.zoneChanges.Add(float64(s.Names))
-			if s.Names > 10000 {
-				// After a large change (the first load) hand the decode
-				// garbage back to the OS now rather than keep the peak.
-				debug.FreeOSMemory()
-			}
 			lvl := slog.LevelDebug
 			if first {
 				lvl, first = slog.LevelInfo, false
 			}
 			log.Log(ctx, lvl, "master state applied", "leader", st.Leader, "tasks", s.Tasks,
 				"changed_units", s.Units, "changed_names", s.Names, "fetch_s", took.Seconds(), "apply_s", s.Elapsed.Seconds())
+			if s.Names > 10000 {
+				// After a large change (the first load) hand the decode
+				// garbage back to the OS now rather than keep the peak;
+				// st is dead from here on.
+				debug.FreeOSMemory()
+			}
 		},
 		OnError: func(err error) {
 			m.stateLoads.WithLabelValues("error").Inc()

@@ -109,7 +109,7 @@ type DiscoveryPort struct {
 func Decode(r io.Reader) (*State, error) { return DecodeYield(r, nil) }
 
 // DecodeYield is Decode that streams frameworks and tasks one at a time and
-// calls yield (when not nil) every few hundred tasks, so that a large state
+// calls yield (when not nil) every 16 tasks, so that a large state
 // does not hold the CPU in one piece while queries wait (runtime.Gosched).
 func DecodeYield(r io.Reader, yield func()) (*State, error) {
 	d := &decoder{dec: json.NewDecoder(r), yield: yield}
@@ -251,7 +251,7 @@ func (d *decoder) framework() (Framework, error) {
 					return err
 				}
 				f.Tasks = append(f.Tasks, t)
-				if d.n++; d.yield != nil && d.n%256 == 0 {
+				if d.n++; d.yield != nil && d.n%16 == 0 {
 					d.yield()
 				}
 				return nil

@@ -169,7 +169,7 @@ func (t *txn) commit() int {
 		if len(byShard[i]) == 0 {
 			continue
 		}
-		if i%16 == 15 {
+		if i%4 == 3 {
 			t.x.yield()
 		}
 		s := &t.x.shards[i]

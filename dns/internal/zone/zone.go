@@ -182,7 +182,7 @@ func (z *Zone) UpdateState(st *state.State) UpdateStats {
 	var stats UpdateStats
 	n := 0
 	for key, u := range next {
-		if n++; n%256 == 0 {
+		if n++; n%32 == 0 {
 			z.opt.Yield()
 		}
 		if tu, ok := u.(*taskUnit); ok {
@@ -273,7 +273,7 @@ func (z *Zone) buildUnits(st *state.State) map[string]unit {
 			if !ok {
 				continue
 			}
-			if ti%256 == 255 {
+			if ti%32 == 31 {
 				z.opt.Yield()
 			}
 			tu := &taskUnit{

@@ -34,6 +34,7 @@ type flags struct {
 	etcdShm  bool
 	gate     time.Duration
 	out      string
+	pdLog    string
 	// inner only
 	state, socket string
 }
@@ -48,6 +49,7 @@ func (f *flags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&f.etcdShm, "etcd-shm", false, "put petreld's data dir (embedded etcd) on tmpfs /dev/shm instead of disk")
 	fs.DurationVar(&f.gate, "gate", 30*time.Second, "longest wait for a quiet machine before each subject")
 	fs.StringVar(&f.out, "out", "", "write the results as JSON to this file")
+	fs.StringVar(&f.pdLog, "petreld-log", "", "keep petreld's log, at debug level (one line per RPC with its duration), in this file")
 	fs.StringVar(&f.state, "state", "", "internal: state directory")
 	fs.StringVar(&f.socket, "socket", "", "internal: petreld socket")
 }
@@ -133,7 +135,11 @@ func runOuter(ctx context.Context, f flags, stdout, stderr io.Writer) (retErr er
 		petreld = filepath.Join(f.bin, "petreld")
 	}
 	f.socket = filepath.Join(state, "petreld.sock")
-	logf, err := os.Create(filepath.Join(state, "petreld.log"))
+	logPath, logLevel := filepath.Join(state, "petreld.log"), "warn"
+	if f.pdLog != "" {
+		logPath, logLevel = f.pdLog, "debug"
+	}
+	logf, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
@@ -143,7 +149,7 @@ func runOuter(ctx context.Context, f flags, stdout, stderr io.Writer) (retErr er
 	// process bind-mounts; its dataplane works in hostNS (--netns) and its
 	// embedded etcd listens on 127.0.0.1.
 	pd := exec.Command(petreld, "--netns", "/run/netns/"+hostNS, "--data-dir", dataDir, "--socket", f.socket,
-		"--hostname", "bench", "--metrics-addr", "", "--log-level", "warn")
+		"--hostname", "bench", "--metrics-addr", "", "--log-level", logLevel)
 	pd.Stdout, pd.Stderr = logf, logf
 	if err := pd.Start(); err != nil {
 		return fmt.Errorf("start petreld: %w", err)

@@ -4,12 +4,21 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/petrel-net/petrel/isolator/internal/netmodules"
 )
 
+// version is set by the Makefile with -ldflags -X main.version=....
+var version = "dev"
+
 func main() {
+	// net-modules runs the command without arguments; --version is for people.
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Println("petrel-netmodules", version)
+		return
+	}
 	s := &netmodules.Shim{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 	os.Exit(s.Run(context.Background()))
 }
