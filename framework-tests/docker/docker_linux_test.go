@@ -334,7 +334,27 @@ func newEnv(t testing.TB) *env {
 	// Cleanup runs last-in first-out: root namespace state goes after the
 	// agent stops and the containers are gone.
 	rulesBefore := forwardRulesPresent()
+	tableBefore := exec.Command("nft", "list", "table", "inet", "petrel").Run() == nil
 	t.Cleanup(func() {
+		// The agent runs in the root namespace here: whatever it left there
+		// (a SIGKILLed agent runs no cleanup) goes, but nothing it did not make.
+		if !tableBefore {
+			_ = exec.Command("nft", "delete", "table", "inet", "petrel").Run()
+		}
+		for _, proto := range []string{"76", "112"} {
+			out, _ := exec.Command("ip", "-o", "route", "show", "root", e.pool.String(), "proto", proto).Output()
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if f := strings.Fields(line); len(f) > 0 {
+					dst := f[0]
+					if f[0] == "unreachable" || f[0] == "blackhole" {
+						dst = f[1]
+						_ = exec.Command("ip", "route", "del", f[0], dst, "proto", proto).Run()
+						continue
+					}
+					_ = exec.Command("ip", "route", "del", dst, "proto", proto).Run()
+				}
+			}
+		}
 		if out, err := exec.Command("ip", "route", "del", "unreachable", e.pool.String()).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such process") {
 			t.Errorf("remove unreachable route %s: %v: %s", e.pool, err, out)
 		}

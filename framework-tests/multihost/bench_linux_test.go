@@ -371,9 +371,11 @@ func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbp
 	return gbps, res.End.CPU.HostTotal + res.End.CPU.RemoteTotal
 }
 
-// BenchmarkThroughput compares, in one run, iperf3 between containers on two
-// hosts of one subnet (plain routing), a bare veth between two namespaces,
-// and containers on two subnets (VXLAN through the router).
+// BenchmarkThroughput compares, in one run, iperf3 over a bare veth between
+// two namespaces, between two hosts' namespaces over their underlay (veth,
+// bridge namespace, veth), between containers on those two hosts (plain
+// routing: the underlay plus a container veth at each end), and between
+// containers on two subnets (VXLAN through the router).
 func BenchmarkThroughput(b *testing.B) {
 	const secs = 5
 	l := newLab(b, false)
@@ -404,6 +406,7 @@ func BenchmarkThroughput(b *testing.B) {
 		ip             string
 	}{
 		{"veth", vb, va, "10.250.0.2"},
+		{"underlay", l.hosts["h2"].ns, l.hosts["h1"].ns, "10.99.0.2"},
 		{"routed", c2.ns, c1.ns, c2.ip},
 		{"vxlan", c4.ns, c1.ns, c4.ip},
 	} {
@@ -419,7 +422,12 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Logf("%-7s %6.2f Gbps  %6.1f cpu%% (sender+receiver)  %5.1f cpu%%/Gbps", r.name, r.gbps, r.cpu, r.cpu/r.gbps)
 	}
 	if rs[0].gbps > 0 {
-		b.ReportMetric(100*rs[1].gbps/rs[0].gbps, "routed/veth-%")
-		b.ReportMetric(100*rs[2].gbps/rs[0].gbps, "vxlan/veth-%")
+		b.ReportMetric(100*rs[2].gbps/rs[0].gbps, "routed/veth-%")
+		b.ReportMetric(100*rs[3].gbps/rs[0].gbps, "vxlan/veth-%")
+	}
+	if rs[1].gbps > 0 {
+		// The same hosts' underlay without containers: the cost of the
+		// container hop alone.
+		b.ReportMetric(100*rs[2].gbps/rs[1].gbps, "routed/underlay-%")
 	}
 }

@@ -68,6 +68,16 @@ func startEtcdCluster(t testing.TB, withTLS bool) *etcdCluster {
 		t.Fatalf("%s missing (apt-get install etcd-server): %v", etcdBinary, err)
 	}
 	dir := t.TempDir()
+	if base := os.Getenv("PETREL_ETCD_DIR"); base != "" {
+		// Lets a benchmark put the members' data on tmpfs (/dev/shm) to
+		// take the machine's disk out of the figures.
+		d, err := os.MkdirTemp(base, "petrel-etcd-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(d) })
+		dir = d
+	}
 	ec := &etcdCluster{t: t}
 	scheme := "http"
 	if withTLS {

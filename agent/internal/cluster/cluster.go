@@ -32,7 +32,7 @@ type BlockFreer interface {
 
 // Defaults.
 const (
-	DefaultLeaseTTL       = 10 * time.Second
+	DefaultLeaseTTL       = 30 * time.Second
 	DefaultResyncInterval = 30 * time.Second
 )
 

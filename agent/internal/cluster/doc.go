@@ -32,7 +32,7 @@
 // minutes. The snapshot carries per-map change revisions so that the routes
 // reconciler skips the endpoint-only changes every attach makes.
 //
-// A host's record and applied key live under one lease (TTL 10s by default).
+// A host's record and applied key live under one lease (TTL 30s by default, so an agent restart or upgrade withdraws nothing).
 // The lease is kept alive and re-granted after an etcd outage; it is never
 // revoked on shutdown, so a quick restart withdraws nothing. When a host dies
 // its record expires and every agent drops its routes; RemoveHost does the

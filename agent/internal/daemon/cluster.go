@@ -34,7 +34,7 @@ func (c *ClusterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HostAddress, "host-address", c.HostAddress, "underlay address of this host; empty detects it in the host netns")
 	fs.IntVar(&c.VXLANVNI, "vxlan-vni", c.VXLANVNI, "VXLAN network identifier between subnets (0: 4789)")
 	fs.IntVar(&c.VXLANPort, "vxlan-port", c.VXLANPort, "VXLAN UDP port (0: 4789)")
-	fs.Var(&c.LeaseTTL, "lease-ttl", "TTL of the host record's lease (0: 10s)")
+	fs.Var(&c.LeaseTTL, "lease-ttl", "TTL of the host record's lease (0: 30s)")
 	fs.Var(&c.ResyncInterval, "resync-interval", "periodic full reconcile of routes (0: 30s)")
 	fs.BoolVar(&c.NoRoutes, "no-routes", c.NoRoutes, "do not program routes between hosts")
 }

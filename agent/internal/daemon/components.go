@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -75,12 +77,32 @@ func (d *Daemon) pingEtcd(ctx context.Context) error {
 	return err
 }
 
-func (d *Daemon) startIPAM(_ context.Context) error {
+func (d *Daemon) startIPAM(ctx context.Context) error {
 	a, err := ipam.New(d.etcd, d.cfg.Hostname, ipam.WithOpTimeout(d.cfg.Etcd.RequestTimeout.D()))
 	if err != nil {
 		return err
 	}
 	d.ipam = a
+	return d.ensurePools(ctx)
+}
+
+// ensurePools adds the configured pools that do not exist yet. Adding an
+// identical pool again is a no-op in the IPAM, so every host may carry the
+// same list; a pool that overlaps a different existing one is an error.
+func (d *Daemon) ensurePools(ctx context.Context) error {
+	for _, cidr := range d.cfg.IPAM.Pools {
+		p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
+		if err != nil {
+			return fmt.Errorf("--pools %q: %w", cidr, err)
+		}
+		pool := ipam.Pool{CIDR: p.Masked().String()}
+		if p.Addr().Is4() {
+			pool.BlockSize = d.cfg.IPAM.PoolBlockSize
+		}
+		if _, err := d.ipam.AddPool(ctx, pool); err != nil {
+			return fmt.Errorf("--pools: add pool %s: %w", pool.CIDR, err)
+		}
+	}
 	return nil
 }
 

@@ -63,6 +63,13 @@ type EtcdConfig struct {
 type IPAMConfig struct {
 	// UsageRefresh is how often the pool utilisation gauges are refreshed.
 	UsageRefresh Duration `json:"usage_refresh,omitempty"`
+	// Pools are CIDRs that petreld adds at start-up when missing, so that a
+	// configuration-managed cluster needs no separate `petrelctl pool add`.
+	// A pool that already exists is left as it is.
+	Pools []string `json:"pools,omitempty"`
+	// PoolBlockSize is the block prefix length of the IPv4 pools in Pools
+	// (0: the default, 26); IPv6 pools get the IPv6 default, 122.
+	PoolBlockSize int `json:"pool_block_size,omitempty"`
 }
 
 // DataplaneConfig configures the routed dataplane (helper "dataplane").
@@ -129,6 +136,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.Var(&c.Etcd.RequestTimeout, "etcd-request-timeout", "timeout of one etcd request; past it RPCs fail with Unavailable")
 
 	fs.Var(&c.IPAM.UsageRefresh, "usage-refresh", "how often pool utilisation metrics are refreshed")
+	fs.Var((*listFlag)(&c.IPAM.Pools), "pools", "comma-separated pool CIDRs to add at start-up when missing")
+	fs.IntVar(&c.IPAM.PoolBlockSize, "pool-block-size", c.IPAM.PoolBlockSize, "block prefix length of the IPv4 pools given by --pools (0: 26)")
 
 	fs.StringVar(&c.Dataplane.NetNS, "netns", c.Dataplane.NetNS, "host network namespace path for the dataplane; empty is petreld's own")
 	fs.IntVar(&c.Dataplane.MTU, "mtu", c.Dataplane.MTU, "container interface MTU; 0 detects it")

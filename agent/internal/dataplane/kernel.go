@@ -70,9 +70,6 @@ type hostObs struct {
 	LinkLocal bool
 	// Routes are the /32 and /128 routes through the link.
 	Routes []netip.Prefix
-	// PeerInHost reports that the peer sits in the host namespace (under its
-	// temporary name).
-	PeerInHost bool
 }
 
 // ctrObs is what the kernel holds for one container interface.

@@ -184,24 +184,21 @@ func problems(w attachWant, h hostObs, c ctrObs) []string {
 	return out
 }
 
-// storedEndpoint is an endpoint record with its etcd ModRevision.
-type storedEndpoint = StoredEndpoint
-
 // reconcilePlan is what Reconcile does.
 type reconcilePlan struct {
 	// remove: endpoints whose netns is gone (or, for host-side-only
 	// endpoints, whose host veth is gone): delete the host veth, the record,
 	// and release the handle.
-	remove []storedEndpoint
+	remove []StoredEndpoint
 	// repair: endpoints whose netns is alive: bring the kernel in line.
-	repair []storedEndpoint
+	repair []StoredEndpoint
 	// deleteIfs: host veths no record names (half-made attaches).
 	deleteIfs []string
 }
 
 // planReconcile decides what Reconcile does from the host's endpoint records,
 // the host veths in the kernel, and which netns paths are alive.
-func planReconcile(records []storedEndpoint, hostIfs []string, alive map[string]bool) reconcilePlan {
+func planReconcile(records []StoredEndpoint, hostIfs []string, alive map[string]bool) reconcilePlan {
 	var p reconcilePlan
 	present := make(map[string]bool, len(hostIfs))
 	for _, n := range hostIfs {

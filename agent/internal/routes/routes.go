@@ -373,7 +373,9 @@ func newWithOps(ops netOps, cfg Config) (*Reconciler, error) {
 func (r *Reconciler) Reconcile(_ context.Context, s *registry.Snapshot) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	resync := r.actual == nil || r.now().Sub(r.listed) >= r.resync
+	// 9/10: the cluster's resync ticker runs at the same interval, and a
+	// tick a hair early must not push the kernel check to the next one.
+	resync := r.actual == nil || r.now().Sub(r.listed) >= r.resync*9/10
 	inputs := [3]int64{s.HostsRevision, s.BlocksRevision, s.AllocationsRevision}
 	if !resync && inputs != [3]int64{} && inputs == r.inputs {
 		// Only endpoints changed: routes do not depend on them.

@@ -5,9 +5,11 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 )
 
@@ -114,4 +116,42 @@ func routesText(t *testing.T, ns *testutil.NS) string {
 func netipAddr(s string) netip.Addr {
 	a, _ := netip.ParseAddr(s)
 	return a
+}
+
+// BenchmarkKernelOneChange programs 1,000 simulated hosts (5,000 routes)
+// into a real namespace, then measures one block appearing or going: the
+// agent's whole Reconcile including the netlink call.
+func BenchmarkKernelOneChange(b *testing.B) {
+	ns := testutil.NewNS(b, "rtb")
+	ns.MustRun(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+	ns.MustRun(b, "ip", "link", "set", "eth0p", "up")
+	ns.MustRun(b, "ip", "addr", "add", "10.96.0.1/14", "dev", "eth0")
+	ns.MustRun(b, "ip", "link", "set", "eth0", "up")
+	s, self := SimulatedCluster(1000, 2000)
+	r, closeFn, err := New(ns.Path, Config{Host: self, UnderlayDev: "eth0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeFn()
+	t0 := time.Now()
+	if err := r.Reconcile(context.Background(), s); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("programmed %d routes in %v", len(s.Blocks)+len(s.Allocations), time.Since(t0))
+	extra := "10.255.0.0/26"
+	cpu0 := cpuTime()
+	i := 0
+	b.ResetTimer()
+	for b.Loop() {
+		if i%2 == 0 {
+			s.Blocks[extra] = registry.Block{CIDR: extra, Host: "sim0001"}
+		} else {
+			delete(s.Blocks, extra)
+		}
+		i++
+		if err := r.Reconcile(context.Background(), s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 }

@@ -102,7 +102,6 @@ func (m *benchMaster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 func startBench(b *testing.B, tasks int, etcdURL string) (string, *benchMaster) {
 	b.Helper()
 	m := &benchMaster{}
@@ -184,7 +183,9 @@ func waitA(b *testing.B, addr, name, want string, timeout time.Duration) time.Ti
 
 func report(b *testing.B, d []time.Duration) {
 	slices.Sort(d)
-	q := func(p float64) float64 { return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000 }
+	q := func(p float64) float64 {
+		return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
+	}
 	b.ReportMetric(q(0.5), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(float64(d[len(d)-1].Microseconds())/1000, "max-ms")
@@ -237,4 +238,3 @@ func envInt(k string, def int) int {
 	}
 	return def
 }
-

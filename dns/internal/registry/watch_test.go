@@ -54,7 +54,6 @@ func (s *fakeSink) snapshot() map[string]string {
 	return out
 }
 
-
 func TestWatcher(t *testing.T) {
 	_, cli := testutil.Etcd(t)
 	ctx := context.Background()
