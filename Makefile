@@ -22,8 +22,8 @@ MAINS = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' $(patsubst
 
 TEST_TIMEOUT ?= 60m
 TEST_PKGS    ?= ./...
-BENCH_PKGS   ?= ./...
-BENCH_TIME   ?= 2s
+PARTS        ?= ipam cni multihost policy docker dns
+OUT          ?= /tmp/petrel-bench
 
 .PHONY: help
 help: ## list the targets
@@ -58,8 +58,8 @@ demo: deps build ## start petreld on an embedded etcd and walk through the featu
 	@deploy/demo/demo.sh
 
 .PHONY: bench
-bench: ## run the Go benchmarks (BENCH_PKGS, BENCH_TIME)
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -benchmem -timeout 30m $(BENCH_PKGS)
+bench: deps build ## run every benchmark beside its baseline (PARTS="ipam cni multihost policy docker dns", OUT=dir; root)
+	@PARTS="$(PARTS)" OUT="$(OUT)" framework-tests/bench/all.sh
 
 .PHONY: lint
 lint: ## gofmt -l and go vet

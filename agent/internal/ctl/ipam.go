@@ -180,7 +180,11 @@ func ipamCheck(fs *flag.FlagSet) runFunc {
 		// before the allocation read would otherwise look leaked. The grace
 		// period covers the rest.
 		rep := checkReport{RegistryAvailable: true, Grace: grace.String(), Leaks: []leak{}}
+		// An allocation is live when its handle, or its address, belongs to
+		// an endpoint: net-modules isolates by container ID and never sends
+		// the allocation's uid, so only the address links the two.
 		live := map[string]bool{}
+		liveIP := map[string]bool{}
 		eps, err := dc.ListEndpoints(cctx, &petrelv1.ListEndpointsRequest{Host: "*"})
 		switch {
 		case status.Code(err) == codes.Unimplemented:
@@ -191,6 +195,9 @@ func ipamCheck(fs *flag.FlagSet) runFunc {
 			for _, ep := range eps.GetEndpoints() {
 				live[ep.GetHandle()] = true
 				live[ep.GetContainerId()] = true
+				for _, ip := range ep.GetIps() {
+					liveIP[ip] = true
+				}
 			}
 			rep.Endpoints = len(eps.GetEndpoints())
 		}
@@ -201,7 +208,7 @@ func ipamCheck(fs *flag.FlagSet) runFunc {
 		rep.Allocations = len(allocs.GetAllocations())
 		now := time.Now()
 		for _, a := range allocs.GetAllocations() {
-			if live[a.GetHandle()] {
+			if live[a.GetHandle()] || liveIP[a.GetIp()] {
 				continue
 			}
 			var at time.Time
