@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
@@ -239,17 +241,21 @@ func (l *lab) addContainer(name string) *container {
 	ns := testutil.NewNS(t, "c")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ar, err := l.ipam(name).Allocate(ctx, &petrelv1.AllocateRequest{Handle: id, NumIpv4: 1})
-	if err != nil {
-		t.Fatalf("allocate on %s: %v", name, err)
-	}
-	_, err = l.dataplane(name).Attach(ctx, &petrelv1.AttachRequest{
-		Endpoint: &petrelv1.Endpoint{ContainerId: id, Ips: ar.GetIps(), Handle: id, Ifname: "eth0"},
-		Netns:    ns.Path,
+	// Like a shim's caller (CNI code 11 "try again later"), retry while the
+	// agent answers Unavailable: right after an etcd member dies, the cluster
+	// may be electing a leader. Allocate and Attach are idempotent.
+	var ar *petrelv1.AllocateResponse
+	retry(ctx, t, "allocate on "+name, func() (err error) {
+		ar, err = l.ipam(name).Allocate(ctx, &petrelv1.AllocateRequest{Handle: id, NumIpv4: 1})
+		return err
 	})
-	if err != nil {
-		t.Fatalf("attach on %s: %v", name, err)
-	}
+	retry(ctx, t, "attach on "+name, func() error {
+		_, err := l.dataplane(name).Attach(ctx, &petrelv1.AttachRequest{
+			Endpoint: &petrelv1.Endpoint{ContainerId: id, Ips: ar.GetIps(), Handle: id, Ifname: "eth0"},
+			Netns:    ns.Path,
+		})
+		return err
+	})
 	return &container{id: id, host: name, ns: ns, ip: ar.GetIps()[0]}
 }
 
@@ -333,4 +339,24 @@ func (m *monitor) stop() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]string(nil), m.lines...)
+}
+
+// retry calls f until it succeeds, fails with a code other than Unavailable,
+// or ctx ends.
+func retry(ctx context.Context, t testing.TB, what string, f func() error) {
+	t.Helper()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %v (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

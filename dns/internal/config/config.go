@@ -75,7 +75,9 @@ func Default() *Config {
 		TTL:                    60,
 		Port:                   53,
 		Domain:                 "mesos",
-		Resolvers:              []string{"8.8.8.8"},
+		// mesos-dns defaults to a public resolver; petrel-dns forwards
+		// nowhere unless resolvers are configured (see dns/README.md).
+		Resolvers:              nil,
 		ZoneResolvers:          map[string][]string{},
 		Timeout:                5,
 		Listener:               "0.0.0.0",
@@ -107,11 +109,22 @@ var domainRE = regexp.MustCompile(`^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*$`)
 // Parse reads a config.json over the defaults and validates it. file is
 // recorded in File.
 func Parse(r io.Reader, file string) (*Config, error) {
+	return ParseWith(r, file, nil)
+}
+
+// ParseWith is Parse with command-line overrides applied after the file and
+// before validation. A nil r means no file: the defaults.
+func ParseWith(r io.Reader, file string, override func(*Config)) (*Config, error) {
 	c := Default()
-	if err := json.NewDecoder(r).Decode(c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", file, err)
+	if r != nil {
+		if err := json.NewDecoder(r).Decode(c); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
 	}
 	c.File = file
+	if override != nil {
+		override(c)
+	}
 	if err := c.normalize(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", file, err)
 	}

@@ -17,8 +17,9 @@ func TestParseDefaults(t *testing.T) {
 	if c.Domain != "example.mesos" || c.SOARname != "admin.example.mesos." || c.SOAMname != "ns1.mesos." {
 		t.Errorf("got domain %q rname %q mname %q", c.Domain, c.SOARname, c.SOAMname)
 	}
-	if got := c.Resolvers; !slices.Equal(got, []string{"8.8.8.8:53"}) {
-		t.Errorf("got resolvers %q", got)
+	// Unlike mesos-dns (8.8.8.8), no upstream unless configured.
+	if got := c.Resolvers; len(got) != 0 {
+		t.Errorf("got resolvers %q, want none by default", got)
 	}
 	if got := c.Sources(); !slices.Equal(got, []string{"petrel", "netinfo", "mesos", "host"}) {
 		t.Errorf("got sources %q", got)
@@ -69,4 +70,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted an unusable config: %+v", c)
 		}
 	})
+}
+
+func TestParseWithOverrides(t *testing.T) {
+	c, err := ParseWith(nil, "", func(c *Config) {
+		c.Masters = []string{"127.0.0.1:5050"}
+		c.Domain = "Example.Mesos"
+		c.Resolvers = []string{"127.0.0.53"}
+		c.Port = 15353
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Domain != "example.mesos" || c.Port != 15353 || c.RefreshSeconds != 60 {
+		t.Errorf("got domain %q port %d refresh %d", c.Domain, c.Port, c.RefreshSeconds)
+	}
+	if got := c.Resolvers; !slices.Equal(got, []string{"127.0.0.53:53"}) {
+		t.Errorf("got resolvers %q", got)
+	}
+	if _, err := ParseWith(nil, "", nil); err == nil || !strings.Contains(err.Error(), "masters") {
+		t.Errorf("no file and no masters: got %v, want the masters error", err)
+	}
 }

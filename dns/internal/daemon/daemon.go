@@ -50,13 +50,29 @@ type flags struct {
 	metricsAddr   string
 	logLevel      string
 	subscribe     bool
+	// overrides of config.json keys, applied when the flag is given.
+	set       map[string]bool
+	domain    string
+	port      int
+	httpPort  int
+	masters   string
+	resolvers string
+	refresh   int
+	ttl       int
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("petrel-dns", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.config, "config", "config.json", "mesos-dns configuration file")
+	fs.StringVar(&f.config, "config", "config.json", "mesos-dns configuration file; empty uses the defaults and the flags below")
+	fs.StringVar(&f.domain, "domain", "", "override config.json domain")
+	fs.IntVar(&f.port, "port", 0, "override config.json port (DNS, UDP and TCP)")
+	fs.IntVar(&f.httpPort, "httpport", 0, "override config.json httpport")
+	fs.StringVar(&f.masters, "masters", "", "override config.json masters (comma-separated host:port)")
+	fs.StringVar(&f.resolvers, "resolvers", "", "override config.json resolvers (comma-separated)")
+	fs.IntVar(&f.refresh, "refresh-seconds", 0, "override config.json refreshSeconds")
+	fs.IntVar(&f.ttl, "ttl", 0, "override config.json ttl")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd endpoints of the Petrel registry (empty: no registry)")
 	fs.StringVar(&f.etcdCert, "etcd-cert", "", "etcd client certificate")
@@ -68,6 +84,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	return f, nil
 }
 
@@ -78,7 +96,7 @@ func Run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 		return 2
 	}
 	if f.version {
-		fmt.Fprintln(stdout, Version)
+		fmt.Fprintln(stdout, "petrel-dns", Version)
 		return 0
 	}
 	var level slog.Level
@@ -107,12 +125,16 @@ type metrics struct {
 }
 
 func run(ctx context.Context, f *flags, log *slog.Logger) error {
-	fh, err := os.Open(f.config)
-	if err != nil {
-		return fmt.Errorf("open config: %w", err)
+	var r io.Reader
+	if f.config != "" {
+		fh, err := os.Open(f.config)
+		if err != nil {
+			return fmt.Errorf("open config: %w", err)
+		}
+		defer fh.Close()
+		r = fh
 	}
-	cfg, err := config.Parse(fh, f.config)
-	fh.Close()
+	cfg, err := config.ParseWith(r, f.config, f.override)
 	if err != nil {
 		return err
 	}
@@ -424,4 +446,39 @@ func etcdClient(f *flags) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client %s: %w", f.etcdEndpoints, err)
 	}
 	return cli, nil
+}
+
+// override applies the flags that were given over config.json, so that a
+// packaged deployment (the DC/OS package) needs no generated file.
+func (f *flags) override(c *config.Config) {
+	split := func(s string) []string {
+		var out []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	if f.set["domain"] {
+		c.Domain = f.domain
+	}
+	if f.set["port"] {
+		c.Port = f.port
+	}
+	if f.set["httpport"] {
+		c.HttpPort = f.httpPort
+	}
+	if f.set["masters"] {
+		c.Masters = split(f.masters)
+	}
+	if f.set["resolvers"] {
+		c.Resolvers = split(f.resolvers)
+	}
+	if f.set["refresh-seconds"] {
+		c.RefreshSeconds = f.refresh
+	}
+	if f.set["ttl"] {
+		c.TTL = int32(f.ttl)
+	}
 }

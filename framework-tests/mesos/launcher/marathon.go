@@ -71,8 +71,12 @@ type App struct {
 		Name   string            `json:"name"`
 		Labels map[string]string `json:"labels"`
 	} `json:"networks"`
+	Labels    map[string]string `json:"labels"`
 	Container *struct {
-		Type         string `json:"type"`
+		Type   string `json:"type"`
+		Docker *struct {
+			Image string `json:"image"`
+		} `json:"docker"`
 		PortMappings []struct {
 			ContainerPort uint32   `json:"containerPort"`
 			HostPort      *uint32  `json:"hostPort"`
