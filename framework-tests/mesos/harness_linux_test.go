@@ -35,43 +35,19 @@ const (
 // agentLogLevel is petreld's --log-level (benchmarks lower it).
 var agentLogLevel = "debug"
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// bins builds petreld, petrel-netmodules and petrel once per test binary.
+// bins builds petreld, petrel-netmodules and petrel once per test binary
+// and returns the directory that holds them.
 func bins(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "ptl-mesos-bin")
-		if buildErr != nil {
-			return
-		}
-		for name, pkg := range map[string]string{
-			"petreld":           "github.com/petrel-net/petrel/agent/cmd/petreld",
-			"petrel-netmodules": "github.com/petrel-net/petrel/isolator/cmd/petrel-netmodules",
-			"petrel":            "github.com/petrel-net/petrel/isolator/cmd/petrel",
-		} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %w: %s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build binaries: %v", buildErr)
+	for _, pkg := range []string{"isolator/cmd/petrel-netmodules", "isolator/cmd/petrel"} {
+		testutil.Binary(t, pkg)
 	}
-	return binDir
+	return filepath.Dir(testutil.Binary(t, "agent/cmd/petreld"))
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
+	testutil.RemoveBinaries()
 	if cnitoolPath != "" {
 		_ = os.RemoveAll(filepath.Dir(cnitoolPath))
 	}

@@ -24,7 +24,6 @@ import (
 )
 
 var bins struct {
-	dir      string
 	petreld  string
 	ctl      string
 	simwatch string
@@ -32,32 +31,25 @@ var bins struct {
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "petrel-multihost-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		bins.dir = dir
-		bins.petreld = filepath.Join(dir, "petreld")
-		bins.ctl = filepath.Join(dir, "petrelctl")
-		bins.simwatch = filepath.Join(dir, "simwatch")
-		for out, pkg := range map[string]string{
-			bins.petreld: "../../agent/cmd/petreld", bins.ctl: "../../agent/cmd/petrelctl",
-			bins.simwatch: "../../agent/internal/cluster/simwatch",
+		for _, b := range []struct {
+			out *string
+			pkg string
+		}{
+			{&bins.petreld, "agent/cmd/petreld"},
+			{&bins.ctl, "agent/cmd/petrelctl"},
+			{&bins.simwatch, "agent/internal/cluster/simwatch"},
 		} {
-			cmd := exec.Command("go", "build", "-o", out, pkg)
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Run(); err != nil {
-				fmt.Fprintln(os.Stderr, "build", pkg, err)
-				_ = os.RemoveAll(dir)
+			p, err := testutil.BuildBinary(b.pkg)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				testutil.RemoveBinaries()
 				os.Exit(1)
 			}
+			*b.out = p
 		}
 	}
 	code := m.Run()
-	if bins.dir != "" {
-		_ = os.RemoveAll(bins.dir)
-	}
+	testutil.RemoveBinaries()
 	os.Exit(code)
 }
 

@@ -9,10 +9,11 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cbroglie/mustache"
+
+	"github.com/petrel-net/petrel/framework-tests/testutil"
 )
 
 const repo = "../.."
@@ -130,41 +131,14 @@ func checkOptions(t *testing.T, schema, opts map[string]any, path string) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-// binaries builds petreld and petrel-dns once per test binary.
+// binaries builds petreld, petrel-dns and petrelctl once per test binary
+// and returns the directory that holds them.
 func binaries(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "petrel-packaging-")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{"./agent/cmd/petreld", "./dns/cmd/petrel-dns", "./agent/cmd/petrelctl"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, filepath.Base(pkg)), pkg)
-			cmd.Dir = repo
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = &buildError{pkg: pkg, out: string(out), err: err}
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build: %v", buildErr)
-	}
-	return buildDir
+	testutil.Binary(t, "dns/cmd/petrel-dns")
+	testutil.Binary(t, "agent/cmd/petrelctl")
+	return filepath.Dir(testutil.Binary(t, "agent/cmd/petreld"))
 }
-
-type buildError struct {
-	pkg, out string
-	err      error
-}
-
-func (e *buildError) Error() string { return e.pkg + ": " + e.err.Error() + ": " + e.out }
 
 // flagLine matches the flag package's "  -name type" lines and the
 // "[--name VALUE]" forms of a hand-written usage line.
@@ -206,6 +180,12 @@ func commandFlags(cmdline, bin string) []string {
 		}
 	}
 	return flags
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBinaries()
+	os.Exit(code)
 }
 
 func TestDCOSPackage(t *testing.T) {

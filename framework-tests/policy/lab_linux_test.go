@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,45 +22,23 @@ import (
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binary builds policyagent and petreld once per test binary and returns
-// the path of one of them.
+// binary builds policyagent or petreld once per test binary and returns
+// its path.
 func binary(t testing.TB, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ptl-policy-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		for bin, pkg := range map[string]string{
-			"policyagent": "github.com/petrel-net/petrel/agent/internal/policy/policyagent",
-			"petreld":     "github.com/petrel-net/petrel/agent/cmd/petreld",
-		} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %w: %s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build: %v", buildErr)
+	pkg := map[string]string{
+		"policyagent": "agent/internal/policy/policyagent",
+		"petreld":     "agent/cmd/petreld",
+	}[name]
+	if pkg == "" {
+		t.Fatalf("no binary %q", name)
 	}
-	return filepath.Join(binDir, name)
+	return testutil.Binary(t, pkg)
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
+	testutil.RemoveBinaries()
 	os.Exit(code)
 }
 

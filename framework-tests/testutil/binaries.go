@@ -25,14 +25,15 @@ var bins struct {
 // RemoveBinaries from TestMain to delete them.
 func Binary(t testing.TB, pkg string) string {
 	t.Helper()
-	p, err := buildBinary(pkg)
+	p, err := BuildBinary(pkg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func buildBinary(pkg string) (string, error) {
+// BuildBinary is Binary for callers without a testing.TB, such as TestMain.
+func BuildBinary(pkg string) (string, error) {
 	bins.mu.Lock()
 	defer bins.mu.Unlock()
 	if p, ok := bins.built[pkg]; ok {
