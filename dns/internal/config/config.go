@@ -69,12 +69,12 @@ type Config struct {
 // Default returns the mesos-dns defaults.
 func Default() *Config {
 	return &Config{
-		ZkDetectionTimeout:     30,
-		RefreshSeconds:         60,
-		StateTimeoutSeconds:    300,
-		TTL:                    60,
-		Port:                   53,
-		Domain:                 "mesos",
+		ZkDetectionTimeout:  30,
+		RefreshSeconds:      60,
+		StateTimeoutSeconds: 300,
+		TTL:                 60,
+		Port:                53,
+		Domain:              "mesos",
 		// mesos-dns defaults to a public resolver; petrel-dns forwards
 		// nowhere unless resolvers are configured (see dns/README.md).
 		Resolvers:              nil,
