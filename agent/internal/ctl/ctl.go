@@ -248,6 +248,21 @@ func (e *Env) IPAM() (petrelv1.IPAMClient, error) {
 	return petrelv1.NewIPAMClient(c), nil
 }
 
+// ipamCall is the start of every IPAM command without positional
+// arguments: it refuses arguments, connects, and bounds the call with
+// --timeout. The caller defers cancel.
+func (e *Env) ipamCall(ctx context.Context, args []string) (petrelv1.IPAMClient, context.Context, context.CancelFunc, error) {
+	if len(args) != 0 {
+		return nil, ctx, func() {}, usagef("no arguments expected")
+	}
+	c, err := e.IPAM()
+	if err != nil {
+		return nil, ctx, func() {}, err
+	}
+	ctx, cancel := e.Call(ctx)
+	return c, ctx, cancel, nil
+}
+
 // Dataplane returns the Dataplane client.
 func (e *Env) Dataplane() (petrelv1.DataplaneClient, error) {
 	c, err := e.Conn()

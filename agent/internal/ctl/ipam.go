@@ -25,14 +25,10 @@ func init() {
 func ipamShow(fs *flag.FlagSet) runFunc {
 	pool := fs.String("pool", "", "show only this pool")
 	return func(ctx context.Context, e *Env, args []string) error {
-		if len(args) != 0 {
-			return usagef("no arguments expected")
-		}
-		c, err := e.IPAM()
+		c, ctx, cancel, err := e.ipamCall(ctx, args)
 		if err != nil {
 			return err
 		}
-		ctx, cancel := e.Call(ctx)
 		defer cancel()
 		resp, err := c.Usage(ctx, &petrelv1.UsageRequest{Pool: *pool})
 		if err != nil {
@@ -107,14 +103,10 @@ func ipamList(fs *flag.FlagSet) runFunc {
 	pool := fs.String("pool", "", "only this pool")
 	handle := fs.String("handle", "", "only this handle")
 	return func(ctx context.Context, e *Env, args []string) error {
-		if len(args) != 0 {
-			return usagef("no arguments expected")
-		}
-		c, err := e.IPAM()
+		c, ctx, cancel, err := e.ipamCall(ctx, args)
 		if err != nil {
 			return err
 		}
-		ctx, cancel := e.Call(ctx)
 		defer cancel()
 		resp, err := c.ListAllocations(ctx, &petrelv1.ListAllocationsRequest{Pool: *pool, Handle: *handle})
 		if err != nil {
@@ -274,14 +266,10 @@ func ipamAllocate(fs *flag.FlagSet) runFunc {
 	poolV6 := fs.String("pool-v6", "", "IPv6 pool when --pool names an IPv4 one")
 	groups := fs.String("netgroups", "", "comma-separated netgroups")
 	return func(ctx context.Context, e *Env, args []string) error {
-		if len(args) != 0 {
-			return usagef("no arguments expected")
-		}
-		c, err := e.IPAM()
+		c, ctx, cancel, err := e.ipamCall(ctx, args)
 		if err != nil {
 			return err
 		}
-		ctx, cancel := e.Call(ctx)
 		defer cancel()
 		resp, err := c.Allocate(ctx, &petrelv1.AllocateRequest{
 			Handle: *handle, NumIpv4: int32(*v4), NumIpv6: int32(*v6), Pool: *pool, PoolV6: *poolV6, Netgroups: splitList(*groups),

@@ -45,14 +45,10 @@ func poolAdd(fs *flag.FlagSet) runFunc {
 
 func poolList(_ *flag.FlagSet) runFunc {
 	return func(ctx context.Context, e *Env, args []string) error {
-		if len(args) != 0 {
-			return usagef("no arguments expected")
-		}
-		c, err := e.IPAM()
+		c, ctx, cancel, err := e.ipamCall(ctx, args)
 		if err != nil {
 			return err
 		}
-		ctx, cancel := e.Call(ctx)
 		defer cancel()
 		resp, err := c.ListPools(ctx, &petrelv1.ListPoolsRequest{})
 		if err != nil {
