@@ -31,7 +31,7 @@ for p in $PARTS; do
 		;;
 	cni)
 		# petrel vs ptp+host-local vs the kernel floor, through libcni.
-		part cni env N="${N:-1000}" CHURN="${CHURN:-10s}" framework-tests/bench/cni.sh
+		part cni env N="${N:-1000}" CHURN="${CHURN:-10s}" OUT="$OUT/cni.json" framework-tests/bench/cni.sh
 		;;
 	multihost)
 		# Convergence (3 agents + 100 simulated watchers), iperf3 routed vs
