@@ -335,7 +335,11 @@ func newEnv(t testing.TB) *env {
 	// agent stops and the containers are gone.
 	rulesBefore := forwardRulesPresent()
 	tableBefore := exec.Command("nft", "list", "table", "inet", "petrel").Run() == nil
+	vxlanBefore := exec.Command("ip", "link", "show", "petrel.vxlan").Run() == nil
 	t.Cleanup(func() {
+		if !vxlanBefore {
+			_ = exec.Command("ip", "link", "del", "petrel.vxlan").Run()
+		}
 		// The agent runs in the root namespace here: whatever it left there
 		// (a SIGKILLed agent runs no cleanup) goes, but nothing it did not make.
 		if !tableBefore {

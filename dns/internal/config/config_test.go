@@ -17,7 +17,7 @@ func TestParseDefaults(t *testing.T) {
 	if c.Domain != "example.mesos" || c.SOARname != "admin.example.mesos." || c.SOAMname != "ns1.mesos." {
 		t.Errorf("got domain %q rname %q mname %q", c.Domain, c.SOARname, c.SOAMname)
 	}
-	// Unlike mesos-dns (8.8.8.8), no upstream unless configured.
+	// Unlike mesos-dns (a public resolver), no upstream unless configured.
 	if got := c.Resolvers; len(got) != 0 {
 		t.Errorf("got resolvers %q, want none by default", got)
 	}
@@ -30,13 +30,13 @@ func TestParseErrors(t *testing.T) {
 	tests := []struct{ name, in, want string }{
 		{"no masters", `{}`, `"masters" is required`},
 		{"zk only", `{"zk":"zk://10.0.0.1:2181/mesos"}`, "zk master detection is not supported"},
-		{"dup masters", `{"masters":["1.1.1.1:5050","1.1.1.1:5050"]}`, "duplicate master"},
-		{"bad domain", `{"masters":["1.1.1.1:5050"],"domain":"a..b"}`, "invalid domain"},
-		{"bad source", `{"masters":["1.1.1.1:5050"],"IPSources":["rkt"]}`, "invalid IPSources"},
-		{"empty sources", `{"masters":["1.1.1.1:5050"],"IPSources":[]}`, "must not be empty"},
-		{"bad resolver", `{"masters":["1.1.1.1:5050"],"resolvers":["dns.google"]}`, "invalid resolver"},
-		{"zone overlaps", `{"masters":["1.1.1.1:5050"],"zoneResolvers":{"x.mesos":["1.1.1.1"]}}`, "overlaps"},
-		{"both off", `{"masters":["1.1.1.1:5050"],"dnson":false,"httpon":false}`, "must be enabled"},
+		{"dup masters", `{"masters":["10.9.9.9:5050","10.9.9.9:5050"]}`, "duplicate master"},
+		{"bad domain", `{"masters":["10.9.9.9:5050"],"domain":"a..b"}`, "invalid domain"},
+		{"bad source", `{"masters":["10.9.9.9:5050"],"IPSources":["rkt"]}`, "invalid IPSources"},
+		{"empty sources", `{"masters":["10.9.9.9:5050"],"IPSources":[]}`, "must not be empty"},
+		{"bad resolver", `{"masters":["10.9.9.9:5050"],"resolvers":["dns.google"]}`, "invalid resolver"},
+		{"zone overlaps", `{"masters":["10.9.9.9:5050"],"zoneResolvers":{"x.mesos":["10.9.9.9"]}}`, "overlaps"},
+		{"both off", `{"masters":["10.9.9.9:5050"],"dnson":false,"httpon":false}`, "must be enabled"},
 		{"not json", `{`, "unexpected EOF"},
 	}
 	for _, tc := range tests {
