@@ -91,6 +91,8 @@ type Cluster struct {
 	appliedWatch   bool            // the applied watch runs
 	appliedDemand  time.Time       // last time someone asked for applied revisions
 	appliedIdleFor time.Duration
+
+	reconcileErrs map[string]uint64 // failed Reconcile calls by component, under mu
 }
 
 const relevantKeep = 4096
@@ -300,6 +302,16 @@ func (c *Cluster) applyWatch(wr *clientv3.WatchResponse) bool {
 	return relevant != 0
 }
 
+// component names a reconciler by its package ("routes", "policy") for
+// metrics.
+func component(r Reconciler) string {
+	name := strings.TrimPrefix(fmt.Sprintf("%T", r), "*")
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
 // reconcile runs every reconciler over the snapshot and, when all succeed,
 // schedules the applied revision for publishing.
 func (c *Cluster) reconcile(ctx context.Context) error {
@@ -311,6 +323,12 @@ func (c *Cluster) reconcile(ctx context.Context) error {
 	for _, r := range c.reconcilers {
 		if err := r.Reconcile(ctx, c.snap); err != nil {
 			errs = append(errs, err)
+			c.mu.Lock()
+			if c.reconcileErrs == nil {
+				c.reconcileErrs = map[string]uint64{}
+			}
+			c.reconcileErrs[component(r)]++
+			c.mu.Unlock()
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -12,6 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/petrel-net/petrel/agent/registry"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
@@ -186,6 +188,10 @@ func TestWaitConvergedNamesHostsBehind(t *testing.T) {
 	}
 	if len(v.Hosts) != 2 || v.Hosts[1].Lag == 0 {
 		t.Errorf("view = %+v, want b lagging", v.Hosts)
+	}
+	// The failures are counted for the operator's alert.
+	if n := promtest.CollectAndCount(b.c.Collector(), "petrel_reconcile_errors_total"); n != 1 {
+		t.Errorf("petrel_reconcile_errors_total series on b: got %d, want 1 (component cluster)", n)
 	}
 	b.rec.mu.Lock()
 	b.rec.fail = nil

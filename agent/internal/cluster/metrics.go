@@ -11,6 +11,8 @@ var (
 		"Minimum applied revision over live hosts.", nil, nil)
 	revisionDesc = prometheus.NewDesc("petrel_cluster_watch_revision",
 		"etcd revision this agent's watch has reached.", nil, nil)
+	reconcileErrDesc = prometheus.NewDesc("petrel_reconcile_errors_total",
+		"Reconcile passes that failed (the kernel refused a route, link or nftables change), by component.", []string{"component"}, nil)
 )
 
 // Collector returns a Prometheus collector over the cluster's view. The
@@ -24,6 +26,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagDesc
 	ch <- watermarkDesc
 	ch <- revisionDesc
+	ch <- reconcileErrDesc
 }
 
 func (m collector) Collect(ch chan<- prometheus.Metric) {
@@ -37,4 +40,13 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(watermarkDesc, prometheus.GaugeValue, float64(v.Watermark))
 	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(v.Revision))
+	m.c.mu.Lock()
+	errs := make(map[string]uint64, len(m.c.reconcileErrs))
+	for k, n := range m.c.reconcileErrs {
+		errs[k] = n
+	}
+	m.c.mu.Unlock()
+	for k, n := range errs {
+		ch <- prometheus.MustNewConstMetric(reconcileErrDesc, prometheus.CounterValue, float64(n), k)
+	}
 }

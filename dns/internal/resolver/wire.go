@@ -488,7 +488,7 @@ func (r *Responder) addrs(w *worker, name string, node *zone.Node, t uint16) int
 	return n
 }
 
-// srvs writes the SRV answers and, as additionals, the first A and AAAA of
+// srvs writes the SRV answers and, as additionals, the lowest A and AAAA of
 // each distinct target.
 func (r *Responder) srvs(w *worker, name string, node *zone.Node, extras bool) (an, ar int) {
 	if node == nil {
@@ -528,23 +528,29 @@ func (r *Responder) srvs(w *worker, name string, node *zone.Node, extras bool) (
 			continue
 		}
 		for _, t := range [2]uint16{zone.TypeA, zone.TypeAAAA} {
-			for _, rr := range tn.RRs {
-				if rr.Type != t {
-					continue
+			// The lowest address of the type, so that the additional
+			// section does not depend on the order records arrived in.
+			best := -1
+			for j := range tn.RRs {
+				if tn.RRs[j].Type == t && (best < 0 || tn.RRs[j].IP.Less(tn.RRs[best].IP)) {
+					best = j
 				}
-				w.rrHeader(target, t, r.TTL)
-				if t == zone.TypeA {
-					b := rr.IP.As4()
-					w.out = append(w.out, 0, 4)
-					w.out = append(w.out, b[:]...)
-				} else {
-					b := rr.IP.As16()
-					w.out = append(w.out, 0, 16)
-					w.out = append(w.out, b[:]...)
-				}
-				ar++
-				break
 			}
+			if best < 0 {
+				continue
+			}
+			rr := &tn.RRs[best]
+			w.rrHeader(target, t, r.TTL)
+			if t == zone.TypeA {
+				b := rr.IP.As4()
+				w.out = append(w.out, 0, 4)
+				w.out = append(w.out, b[:]...)
+			} else {
+				b := rr.IP.As16()
+				w.out = append(w.out, 0, 16)
+				w.out = append(w.out, b[:]...)
+			}
+			ar++
 		}
 	}
 	return an, ar
