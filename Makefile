@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X github.com/petrel-net/petrel/agent/internal/version.Version=$(VERSION) -X main.version=$(VERSION)
+LDFLAGS  := -s -w -X github.com/petrel-net/petrel/agent/internal/version.Version=$(VERSION) -X github.com/petrel-net/petrel/dns/internal/daemon.Version=$(VERSION) -X main.version=$(VERSION)
 BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.tools/bin
 TESTDIR  := $(CURDIR)/.test
