@@ -2,9 +2,6 @@ package ctl
 
 import (
 	"context"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
@@ -40,22 +38,9 @@ func (f *fakeDataplane) ListEndpoints(_ context.Context, r *petrelv1.ListEndpoin
 
 func fakeServer(t *testing.T, register func(*grpc.Server)) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ptl-ctlf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer()
 	register(gs)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(l) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return sock
+	return testutil.ServeGRPC(t, gs)
 }
 
 func TestCheck(t *testing.T) {

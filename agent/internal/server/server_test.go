@@ -2,11 +2,7 @@ package server
 
 import (
 	"context"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +14,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/petrel-net/petrel/agent/etcdlocal"
 	"github.com/petrel-net/petrel/agent/internal/ipam"
 	"github.com/petrel-net/petrel/agent/registry"
+	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
@@ -38,7 +34,7 @@ type env struct {
 
 func newEnv(t *testing.T, budget time.Duration) *env {
 	t.Helper()
-	srv, c := startEtcd(t)
+	srv, c := testutil.Etcd(t) // Close is idempotent: tests may stop it early
 	a, err := ipam.New(c, "host-a", ipam.WithOpTimeout(budget/2))
 	if err != nil {
 		t.Fatal(err)
@@ -63,20 +59,7 @@ func newEnv(t *testing.T, budget time.Duration) *env {
 // Both stop in t.Cleanup.
 func serve(t *testing.T, gs *grpc.Server) *grpc.ClientConn {
 	t.Helper()
-	// Unix socket paths are limited to 108 bytes: t.TempDir can be longer.
-	dir, err := os.MkdirTemp("", "ptl-srv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(l) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
+	sock := testutil.ServeGRPC(t, gs)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -393,32 +376,4 @@ func family(t *testing.T, reg *prometheus.Registry, name string) *dto.MetricFami
 		}
 	}
 	return nil
-}
-
-// stoppable is an etcd member that a test may stop early.
-type stoppable struct {
-	*etcdlocal.Server
-	once sync.Once
-}
-
-func (s *stoppable) Close() { s.once.Do(s.Server.Close) }
-
-// startEtcd is testutil.Etcd with a member that tests may stop early
-// (etcdlocal.Server.Close panics when called twice).
-func startEtcd(t *testing.T) (*stoppable, *clientv3.Client) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := etcdlocal.Start(ctx, t.TempDir())
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	s := &stoppable{Server: srv}
-	t.Cleanup(s.Close)
-	c, err := srv.Client()
-	if err != nil {
-		t.Fatalf("etcd client: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return s, c
 }

@@ -6,7 +6,6 @@
 package dnsenv
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-net/petrel/framework-tests/testutil"
 
 	"github.com/miekg/dns"
 )
@@ -134,7 +135,7 @@ type Server struct {
 	Domain string
 	cmd    *exec.Cmd
 	exited chan struct{}
-	logs   *syncBuffer
+	logs   *testutil.LogBuffer
 }
 
 // Options are what Start needs.
@@ -174,7 +175,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	s := &Server{
 		DNSAddr: fmt.Sprintf("127.0.0.1:%d", dnsPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
-		Domain: "mesos", exited: make(chan struct{}), logs: &syncBuffer{},
+		Domain: "mesos", exited: make(chan struct{}), logs: &testutil.LogBuffer{},
 	}
 	s.cmd = exec.Command(o.Bin, "-config="+path, "-etcd-endpoints="+o.EtcdURL, "-subscribe=false", "-log-level=debug")
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
@@ -425,22 +426,4 @@ func freePort(t testing.TB) int {
 	}
 	t.Fatal(errors.New("no port of 127.0.0.1 free for both TCP and UDP"))
 	return 0
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
