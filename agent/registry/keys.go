@@ -32,7 +32,16 @@ const (
 	// DockerNetworksPrefix holds Docker networks bound to pools:
 	// docker/networks/<network id> -> JSON.
 	DockerNetworksPrefix = Prefix + "docker/networks/"
+	// DockerEndpointsPrefix holds the Docker endpoints created on a host,
+	// so that Join works after an agent restart:
+	// docker/endpoints/<host>/<endpoint id> -> JSON.
+	DockerEndpointsPrefix = Prefix + "docker/endpoints/"
 )
+
+// DockerEndpointKey is the key of one Docker endpoint created on host.
+func DockerEndpointKey(host, endpointID string) string {
+	return DockerEndpointsPrefix + host + "/" + endpointID
+}
 
 // CIDRKey turns a CIDR into a key segment ("10.0.0.0/26" -> "10.0.0.0-26").
 func CIDRKey(cidr string) string { return strings.ReplaceAll(cidr, "/", "-") }

@@ -44,7 +44,7 @@ for p in $PARTS; do
 		;;
 	docker)
 		if docker info >/dev/null 2>&1; then
-			part docker env PETREL_REQUIRE_DOCKER=1 go test -run '^$' -bench DockerRun -benchtime 5x ./framework-tests/docker/
+			part docker env PETREL_REQUIRE_DOCKER=1 go test -run '^$' -bench DockerRun -benchtime 11x ./framework-tests/docker/
 			part docker-plugin go test -run '^$' -bench PluginAdd -benchtime 200x ./agent/internal/libnetwork/
 		else
 			echo "=== bench: docker skipped: no Docker engine ==="

@@ -134,7 +134,7 @@ func TestStatelessEndpoints(t *testing.T) {
 		{"unknown ipam option", "/IpamDriver.RequestPool", `{"Pool":"10.77.0.0/16","Options":{"x":"y"}}`, 500, map[string]any{"Err": `pool 10.77.0.0/16: unknown IPAM option "x" (only petrel.pool)`}},
 		{"explicit gateway", "/IpamDriver.RequestAddress", `{"PoolID":"petrel:blue:10.77.0.0/16","Address":"10.77.0.1","Options":{"RequestAddressType":"com.docker.network.gateway"}}`, 500, map[string]any{"Err": "gateway 10.77.0.1 in petrel:blue:10.77.0.0/16: Petrel networks route via 169.254.1.1; drop --gateway"}},
 		{"create endpoint unknown network", "/NetworkDriver.CreateEndpoint", `{"NetworkID":"nx","EndpointID":"e","Interface":{"Address":"10.77.0.5/32"}}`, 500, map[string]any{"Err": "endpoint e: network nx: libnetwork: not a Petrel network (no binding: was it created with -d petrel --ipam-driver petrel?)"}},
-		{"join unknown endpoint", "/NetworkDriver.Join", `{"NetworkID":"n","EndpointID":"e","SandboxKey":"/var/run/docker/netns/x"}`, 500, map[string]any{"Err": "join endpoint e: unknown endpoint (no CreateEndpoint since the agent started)"}},
+		{"join unknown endpoint", "/NetworkDriver.Join", `{"NetworkID":"n","EndpointID":"e","SandboxKey":"/var/run/docker/netns/x"}`, 500, map[string]any{"Err": "join endpoint e: unknown endpoint (no CreateEndpoint for it)"}},
 		{"foreign address space", "/NetworkDriver.CreateNetwork", `{"NetworkID":"n","IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"10.77.0.0/16"}]}`, 500, map[string]any{"Err": `network n: address space "LocalDefault" is not Petrel's: create the network with --ipam-driver petrel`}},
 	}
 	for _, tc := range tests {
@@ -322,6 +322,35 @@ func TestBindingSurvivesRestart(t *testing.T) {
 	hs2 := &harness{p: p2, h: p2.Handler(), store: hs.store, ipam: hs.ipam, dp: hs.dp}
 	addr := hs2.ok(t, "/IpamDriver.RequestAddress", mustJSON(t, RequestAddressRequest{PoolID: pid}))
 	hs2.ok(t, "/NetworkDriver.CreateEndpoint", mustJSON(t, CreateEndpointRequest{NetworkID: netID, EndpointID: epID, Interface: &EndpointInterface{Address: addr["Address"].(string)}}))
+}
+
+func TestJoinAfterRestart(t *testing.T) {
+	hs := newHarness(t)
+	pid := hs.setupNetwork(t, "10.77.0.0/16")
+	addr := hs.ok(t, "/IpamDriver.RequestAddress", mustJSON(t, RequestAddressRequest{PoolID: pid}))
+	hs.ok(t, "/NetworkDriver.CreateEndpoint", mustJSON(t, CreateEndpointRequest{NetworkID: netID, EndpointID: epID, Interface: &EndpointInterface{Address: addr["Address"].(string)}}))
+	// The agent restarts between CreateEndpoint and Join: a new plugin on
+	// the same store joins the endpoint with the addresses IPAM gave it.
+	p2 := New(Config{}, testHost, hs.ipam, hs.dp, hs.store, WithHostNet(&fakeHostNet{}))
+	hs2 := &harness{p: p2, h: p2.Handler(), store: hs.store, ipam: hs.ipam, dp: hs.dp}
+	hs2.ok(t, "/NetworkDriver.Join", mustJSON(t, JoinRequest{NetworkID: netID, EndpointID: epID}))
+	want, err := netip.ParsePrefix(addr["Address"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hs.dp.attached[epID].IPs; len(got) != 1 || got[0] != want.Addr() {
+		t.Errorf("attached with %v, want %v", got, want.Addr())
+	}
+	hs2.ok(t, "/NetworkDriver.Leave", mustJSON(t, EndpointRequest{NetworkID: netID, EndpointID: epID}))
+	hs2.ok(t, "/NetworkDriver.DeleteEndpoint", mustJSON(t, EndpointRequest{NetworkID: netID, EndpointID: epID}))
+	if raw, err := hs.store.Get(context.Background(), registry.DockerEndpointKey(testHost, epID)); err != nil || raw != nil {
+		t.Errorf("stored endpoint after DeleteEndpoint: %q, %v", raw, err)
+	}
+	// Once deleted, a Join is refused again.
+	code, out := hs2.call(t, "/NetworkDriver.Join", mustJSON(t, JoinRequest{NetworkID: netID, EndpointID: epID}))
+	if code != 500 || out["Err"] != "join endpoint "+epID+": unknown endpoint (no CreateEndpoint for it)" {
+		t.Errorf("join after delete: got %d %v", code, out)
+	}
 }
 
 func TestMesosContainerID(t *testing.T) {

@@ -47,6 +47,16 @@ type endpoint struct {
 	recordKey string
 }
 
+// storedEndpoint is what CreateEndpoint persists under
+// registry.DockerEndpointKey, so that a Join after an agent restart still
+// knows the endpoint's addresses and handle.
+type storedEndpoint struct {
+	NetworkID string       `json:"network_id"`
+	IPs       []netip.Addr `json:"ips"`
+	Handle    string       `json:"handle"`
+	MAC       string       `json:"mac,omitempty"`
+}
+
 func addrsString(ips []netip.Addr) string {
 	s := make([]string, len(ips))
 	for i, ip := range ips {
@@ -251,6 +261,13 @@ func (p *Plugin) createEndpoint(ctx context.Context, req *CreateEndpointRequest)
 		}
 		ep.ips = append(ep.ips, ip)
 	}
+	raw, err := json.Marshal(storedEndpoint{NetworkID: ep.networkID, IPs: ep.ips, Handle: ep.handle, MAC: ep.mac})
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s: encode: %w", req.EndpointID, err)
+	}
+	if err := p.store.Put(ctx, registry.DockerEndpointKey(p.host, req.EndpointID), raw); err != nil {
+		return nil, fmt.Errorf("endpoint %s: write: %w", req.EndpointID, err)
+	}
 	p.mu.Lock()
 	p.endpoints[req.EndpointID] = ep
 	p.mu.Unlock()
@@ -258,11 +275,33 @@ func (p *Plugin) createEndpoint(ctx context.Context, req *CreateEndpointRequest)
 	return createEndpointResponse{}, nil
 }
 
-func (p *Plugin) lookupEndpoint(id string) (*endpoint, bool) {
+// lookupEndpoint returns an endpoint from memory or, after an agent
+// restart, from the store. ok is false when CreateEndpoint never ran (or
+// DeleteEndpoint already did).
+func (p *Plugin) lookupEndpoint(ctx context.Context, id string) (ep *endpoint, ok bool, err error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	ep, ok := p.endpoints[id]
-	return ep, ok
+	ep, ok = p.endpoints[id]
+	p.mu.Unlock()
+	if ok {
+		return ep, true, nil
+	}
+	raw, err := p.store.Get(ctx, registry.DockerEndpointKey(p.host, id))
+	if err != nil || raw == nil {
+		return nil, false, err
+	}
+	var se storedEndpoint
+	if err := json.Unmarshal(raw, &se); err != nil {
+		return nil, false, fmt.Errorf("endpoint %s: decode stored endpoint: %w", id, err)
+	}
+	ep = &endpoint{networkID: se.NetworkID, id: id, ips: se.IPs, handle: se.Handle, mac: se.MAC}
+	p.mu.Lock()
+	if cur, ok := p.endpoints[id]; ok {
+		ep = cur
+	} else {
+		p.endpoints[id] = ep
+	}
+	p.mu.Unlock()
+	return ep, true, nil
 }
 
 func (p *Plugin) endpointOperInfo(_ context.Context, req *EndpointRequest) (any, error) {
@@ -284,9 +323,12 @@ func (p *Plugin) endpointOperInfo(_ context.Context, req *EndpointRequest) (any,
 }
 
 func (p *Plugin) join(ctx context.Context, req *JoinRequest) (any, error) {
-	ep, ok := p.lookupEndpoint(req.EndpointID)
+	ep, ok, err := p.lookupEndpoint(ctx, req.EndpointID)
+	if err != nil {
+		return nil, fmt.Errorf("join endpoint %s: %w", req.EndpointID, err)
+	}
 	if !ok {
-		return nil, fmt.Errorf("join endpoint %s: unknown endpoint (no CreateEndpoint since the agent started)", req.EndpointID)
+		return nil, fmt.Errorf("join endpoint %s: unknown endpoint (no CreateEndpoint for it)", req.EndpointID)
 	}
 	b, err := p.binding(ctx, req.NetworkID)
 	if err != nil {
@@ -365,6 +407,9 @@ func (p *Plugin) leave(ctx context.Context, req *EndpointRequest) (any, error) {
 func (p *Plugin) deleteEndpoint(ctx context.Context, req *EndpointRequest) (any, error) {
 	if err := p.detach(ctx, req.EndpointID); err != nil {
 		return nil, fmt.Errorf("delete endpoint: %w", err)
+	}
+	if err := p.store.Delete(ctx, registry.DockerEndpointKey(p.host, req.EndpointID)); err != nil {
+		return nil, fmt.Errorf("delete endpoint %s: %w", req.EndpointID, err)
 	}
 	p.mu.Lock()
 	delete(p.endpoints, req.EndpointID)

@@ -252,7 +252,7 @@ func MesosContainerID(name string) string {
 
 func (r *resolver) syncEndpoint(ctx context.Context, b *Binding, containerID, endpointID string) error {
 	key := r.endpointKey(endpointID)
-	if ep, ok := r.p.lookupEndpoint(endpointID); ok {
+	if ep, ok, _ := r.p.lookupEndpoint(ctx, endpointID); ok {
 		r.p.mu.Lock()
 		if ep.recordKey != "" {
 			key = ep.recordKey

@@ -29,6 +29,7 @@ type Config struct {
 // Plugin serves both Docker drivers.
 type Plugin struct {
 	cfg      Config
+	host     string
 	ipam     IPAM
 	dp       Dataplane
 	store    Store
@@ -68,6 +69,7 @@ func New(cfg Config, host string, ipam IPAM, dp Dataplane, store Store, opts ...
 	}
 	p := &Plugin{
 		cfg:       cfg,
+		host:      host,
 		ipam:      ipam,
 		dp:        dp,
 		store:     store,
