@@ -279,8 +279,11 @@ type env struct {
 	etcd     *clientv3.Client
 	pool     netip.Prefix
 	poolName string
-	agent    *agent
-	image    string
+	// pool6 is an IPv6 pool a test added (see addPool6); the zero value when
+	// none.
+	pool6 netip.Prefix
+	agent *agent
+	image string
 }
 
 // pluginSocket is where Docker finds the petrel plugin.
@@ -311,6 +314,32 @@ func removeForwardRules(t testing.TB) {
 	}
 	if forwardRulesPresent() {
 		t.Errorf("DOCKER-USER rules still present")
+	}
+}
+
+// removePoolRoutes removes what an agent in the root namespace left of a
+// pool: routes of Petrel's protocols and the pool's unreachable route.
+func removePoolRoutes(t testing.TB, pool netip.Prefix) {
+	fam := "-4"
+	if pool.Addr().Is6() {
+		fam = "-6"
+	}
+	for _, proto := range []string{"76", "112"} {
+		out, _ := exec.Command("ip", fam, "-o", "route", "show", "root", pool.String(), "proto", proto).Output()
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				dst := f[0]
+				if f[0] == "unreachable" || f[0] == "blackhole" {
+					dst = f[1]
+					_ = exec.Command("ip", fam, "route", "del", f[0], dst, "proto", proto).Run()
+					continue
+				}
+				_ = exec.Command("ip", fam, "route", "del", dst, "proto", proto).Run()
+			}
+		}
+	}
+	if out, err := exec.Command("ip", fam, "route", "del", "unreachable", pool.String()).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such process") {
+		t.Errorf("remove unreachable route %s: %v: %s", pool, err, out)
 	}
 }
 
@@ -345,22 +374,12 @@ func newEnv(t testing.TB) *env {
 		if !tableBefore {
 			_ = exec.Command("nft", "delete", "table", "inet", "petrel").Run()
 		}
-		for _, proto := range []string{"76", "112"} {
-			out, _ := exec.Command("ip", "-o", "route", "show", "root", e.pool.String(), "proto", proto).Output()
-			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-				if f := strings.Fields(line); len(f) > 0 {
-					dst := f[0]
-					if f[0] == "unreachable" || f[0] == "blackhole" {
-						dst = f[1]
-						_ = exec.Command("ip", "route", "del", f[0], dst, "proto", proto).Run()
-						continue
-					}
-					_ = exec.Command("ip", "route", "del", dst, "proto", proto).Run()
-				}
-			}
+		pools := []netip.Prefix{e.pool}
+		if e.pool6.IsValid() {
+			pools = append(pools, e.pool6)
 		}
-		if out, err := exec.Command("ip", "route", "del", "unreachable", e.pool.String()).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such process") {
-			t.Errorf("remove unreachable route %s: %v: %s", e.pool, err, out)
+		for _, pool := range pools {
+			removePoolRoutes(t, pool)
 		}
 		if !rulesBefore {
 			removeForwardRules(t)
@@ -457,6 +476,9 @@ func (e *env) leftovers(t testing.TB) []string {
 	for _, k := range e.registryKeys(t, registry.HostEndpointsPrefix(e.host)) {
 		out = append(out, "endpoint "+k)
 	}
+	for _, k := range e.registryKeys(t, registry.DockerEndpointsPrefix+e.host+"/") {
+		out = append(out, "docker endpoint "+k)
+	}
 	links, _ := exec.Command("ip", "-o", "link", "show").CombinedOutput()
 	for _, l := range strings.Split(string(links), "\n") {
 		f := strings.Fields(l)
@@ -467,14 +489,23 @@ func (e *env) leftovers(t testing.TB) []string {
 			}
 		}
 	}
-	routes, _ := exec.Command("ip", "-4", "route", "show").CombinedOutput()
-	for _, l := range strings.Split(string(routes), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 {
+	for _, pool := range []netip.Prefix{e.pool, e.pool6} {
+		if !pool.IsValid() {
 			continue
 		}
-		if a, err := netip.ParseAddr(f[0]); err == nil && e.pool.Contains(a) {
-			out = append(out, "route "+l)
+		fam := "-4"
+		if pool.Addr().Is6() {
+			fam = "-6"
+		}
+		routes, _ := exec.Command("ip", fam, "route", "show").CombinedOutput()
+		for _, l := range strings.Split(string(routes), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 0 {
+				continue
+			}
+			if a, err := netip.ParseAddr(f[0]); err == nil && pool.Contains(a) {
+				out = append(out, "route "+l)
+			}
 		}
 	}
 	return out
@@ -572,6 +603,42 @@ func TestDockerContainersPingEachOther(t *testing.T) {
 		return nil
 	})
 
+	mustDocker(t, "rm", "-f", a, b)
+	e.waitGone(t)
+}
+
+// TestDockerDualStack puts two containers on a Petrel network with an IPv4
+// and an IPv6 pool (docker network create --ipv6) and pings both ways over
+// each family; then docker rm -f leaves nothing of either pool.
+func TestDockerDualStack(t *testing.T) {
+	e := newEnv(t)
+	e.pool6 = netip.MustParsePrefix("fd7e:" + randHex(2) + "::/64")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := petrelv1.NewIPAMClient(e.agent.grpc(t)).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: e.poolName + "-v6", Cidr: e.pool6.String(), BlockSize: 122}}); err != nil {
+		t.Fatalf("add pool %s: %v", e.pool6, err)
+	}
+	netName := e.network(t, "--ipv6", "--subnet", e.pool6.String())
+	a, b := e.run(t, netName), e.run(t, netName)
+	ip6 := func(c string) string {
+		t.Helper()
+		out := mustDocker(t, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+netName+"\").GlobalIPv6Address}}", c)
+		if a, err := netip.ParseAddr(out); err != nil || !e.pool6.Contains(a) {
+			t.Fatalf("container %s: IPv6 address %q not in %s", c, out, e.pool6)
+		}
+		return out
+	}
+	for _, pair := range [][2]string{{a, b}, {b, a}} {
+		if err := ping(pair[0], ip(t, pair[1], netName)); err != nil {
+			t.Error(err)
+		}
+		if err := ping(pair[0], ip6(pair[1])); err != nil {
+			t.Error(err)
+		}
+	}
+	if out, _ := exec.Command("ip", "-6", "route", "show", "type", "unreachable", e.pool6.String()).CombinedOutput(); !strings.Contains(string(out), e.pool6.String()) {
+		t.Errorf("no unreachable route for %s: %q", e.pool6, out)
+	}
 	mustDocker(t, "rm", "-f", a, b)
 	e.waitGone(t)
 }

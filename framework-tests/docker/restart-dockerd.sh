@@ -39,5 +39,15 @@ if [ -e "/proc/$pid" ]; then
 	echo "restart-dockerd: dockerd $pid still running after 60s" >&2
 	exit 1
 fi
-setsid "${cmd[@]}" >>/var/log/dockerd-restarted.log 2>&1 </dev/null &
+# The engine outlives this script: it must not inherit any descriptor beyond
+# stdio (a caller's lock file, say, would stay locked for the engine's life).
+(
+	for fd in /proc/self/fd/*; do
+		fd=${fd##*/}
+		if [ "$fd" -gt 2 ] 2>/dev/null; then
+			eval "exec $fd>&-" 2>/dev/null || true
+		fi
+	done
+	exec setsid "${cmd[@]}" >>/var/log/dockerd-restarted.log 2>&1 </dev/null
+) &
 wait_up
