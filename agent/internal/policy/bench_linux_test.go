@@ -178,7 +178,7 @@ func BenchmarkIperfPolicy(b *testing.B) {
 			var without, with float64
 			var losses []float64
 			for b.Loop() {
-				for pair := range 4 {
+				for pair := range 6 {
 					var wo, wi float64
 					if pair%2 == 0 {
 						set(false)

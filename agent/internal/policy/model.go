@@ -43,7 +43,7 @@ func ParseDefault(s string) (Default, bool) {
 
 // ruleVersion is stamped (hashed) into every rule's user data; bump it when
 // the rules a chain spec renders to change, so old chains are rewritten.
-const ruleVersion = "petrel-policy/1"
+const ruleVersion = "petrel-policy/2"
 
 // setKind is the key (and data) type of one set.
 type setKind uint8
@@ -69,8 +69,9 @@ const (
 	setOwn6     = "own6"
 	mapDst4     = "dst4"
 	mapDst6     = "dst6"
-	chainPre    = "pre"
+	chainSpoof  = "spoof"
 	chainFwd    = "fwd"
+	chainIn     = "in"
 	verdictAcc  = "accept"
 	jumpPrefix  = "jump "
 	chainPrefx4 = "c4_"
@@ -81,8 +82,9 @@ const (
 type chainKind uint8
 
 const (
-	chainKindPre    chainKind = iota + 1 // anti-spoofing, hook prerouting
+	chainKindSpoof  chainKind = iota + 1 // anti-spoofing, jumped to from fwd and in
 	chainKindFwd                         // ingress policy, hook forward
+	chainKindIn                          // anti-spoofing of traffic to the host, hook input
 	chainKindCombo4                      // accept IPv4 sources of Groups, drop
 	chainKindCombo6                      // accept IPv6 sources of Groups, drop
 )
@@ -189,8 +191,9 @@ func desired(snap *registry.Snapshot, host string, def Default) state {
 	st.addSet(setOwn6, kindIfAddr6)
 	st.addSet(mapDst4, kindVmap4)
 	st.addSet(mapDst6, kindVmap6)
-	st.addChain(chainPre, chainSpec{Kind: chainKindPre})
+	st.addChain(chainSpoof, chainSpec{Kind: chainKindSpoof})
 	st.addChain(chainFwd, chainSpec{Kind: chainKindFwd})
+	st.addChain(chainIn, chainSpec{Kind: chainKindIn})
 	if snap == nil {
 		return st
 	}
@@ -385,7 +388,7 @@ func diff(want, actual state) plan {
 }
 
 func isBase(k chainKind) int {
-	if k == chainKindPre || k == chainKindFwd {
+	if k == chainKindFwd || k == chainKindIn {
 		return 1
 	}
 	return 0
@@ -397,10 +400,12 @@ func ruleCount(s state) int {
 	n := 0
 	for _, spec := range s.specs {
 		switch spec.Kind {
-		case chainKindPre:
-			n += preRuleCount
+		case chainKindSpoof:
+			n += spoofRuleCount
 		case chainKindFwd:
 			n += fwdRuleCount
+		case chainKindIn:
+			n += inRuleCount
 		default:
 			n += len(spec.Groups) + 1
 		}
@@ -411,6 +416,7 @@ func ruleCount(s state) int {
 // Rule counts of the base chains; nft_linux.go checks them against its
 // renderers in a test.
 const (
-	preRuleCount = 4
-	fwdRuleCount = 5
+	spoofRuleCount = 4
+	fwdRuleCount   = 7
+	inRuleCount    = 2
 )

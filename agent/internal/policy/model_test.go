@@ -79,7 +79,7 @@ func TestDesired(t *testing.T) {
 		{
 			name: "empty",
 			snap: snapOf(),
-			want: "chains: fwd pre",
+			want: "chains: fwd in spoof",
 		},
 		{
 			name: "same group local and remote",
@@ -92,7 +92,7 @@ dst4: 10.0.0.1=c4[web]
 e4: 10.0.0.1 10.0.1.1
 g4_web: 10.0.0.1 10.0.1.1
 own4: v1 . 10.0.0.1
-chains: c4[web] fwd pre`,
+chains: c4[web] fwd in spoof`,
 		},
 		{
 			name: "multiple groups, public, no group open, duplicates trimmed",
@@ -110,7 +110,7 @@ e6: fd00::1
 g4_a: 10.0.0.1 10.0.0.2 10.0.0.3
 g4_b: 10.0.0.1 10.0.0.2 10.0.1.1
 own4: v1 . 10.0.0.1 v1 . 10.0.0.2 v2 . 10.0.0.3 v3 . 10.0.0.4
-chains: c4[a,b] fwd pre`,
+chains: c4[a,b] fwd in spoof`,
 		},
 		{
 			name: "no group closed, IPv6, bad address skipped",
@@ -127,7 +127,7 @@ e6: fd00::4 fd00::5
 g6_G: fd00::5
 own4: v3 . 10.0.0.4
 own6: v3 . fd00::4 v4 . fd00::5
-chains: c4[] c6[G] c6[] fwd pre`,
+chains: c4[] c6[G] c6[] fwd in spoof`,
 		},
 	}
 	for _, tc := range tests {
@@ -226,7 +226,7 @@ func TestRuleCount(t *testing.T) {
 		}
 		return desired(snapOf(eps...), "h1", DefaultOpen)
 	}
-	base := preRuleCount + fwdRuleCount
+	base := spoofRuleCount + fwdRuleCount + inRuleCount
 	tests := []struct{ containers, groups, want int }{
 		{10, 5, base + 5*2},
 		{1000, 5, base + 5*2},

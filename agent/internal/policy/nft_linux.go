@@ -499,10 +499,10 @@ func chainObj(t *nftables.Table, d chainDef) *nftables.Chain {
 	ch := &nftables.Chain{Name: d.Name, Table: t}
 	accept := nftables.ChainPolicyAccept
 	switch d.Spec.Kind {
-	case chainKindPre:
-		ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw, &accept
 	case chainKindFwd:
 		ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter, &accept
+	case chainKindIn:
+		ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter, &accept
 	}
 	return ch
 }
@@ -554,7 +554,7 @@ func cat(parts ...[]expr.Any) []expr.Any { return slices.Concat(parts...) }
 func renderRules(spec chainSpec, setOf func(string) *nftables.Set) [][]expr.Any {
 	v4, v6 := nfproto(unix.NFPROTO_IPV4), nfproto(unix.NFPROTO_IPV6)
 	switch spec.Kind {
-	case chainKindPre:
+	case chainKindSpoof:
 		llMask := make([]byte, 16)
 		llMask[0], llMask[1] = 0xff, 0xc0
 		ll := make([]byte, 16)
@@ -569,38 +569,47 @@ func renderRules(spec chainSpec, setOf func(string) *nftables.Set) [][]expr.Any 
 				drop,
 			})
 		}
+		ret := &expr.Verdict{Kind: expr.VerdictReturn}
 		return [][]expr.Any{
 			// iifname @cifs iifname . ip saddr != @own4 counter drop
 			spoof(4, v4, setOwn4),
-			// ip6 saddr fe80::/10 accept (neighbour discovery)
+			// ip6 saddr fe80::/10 return (neighbour discovery)
 			cat(v6, []expr.Any{
 				saddr(6, 1),
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: llMask, Xor: make([]byte, 16)},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ll},
-				accept,
+				ret,
 			}),
-			// ip6 saddr :: accept (duplicate address detection)
-			cat(v6, []expr.Any{saddr(6, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 16)}, accept}),
+			// ip6 saddr :: return (duplicate address detection)
+			cat(v6, []expr.Any{saddr(6, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 16)}, ret}),
 			// iifname @cifs iifname . ip6 saddr != @own6 counter drop
 			spoof(6, v6, setOwn6),
 		}
 	case chainKindFwd:
 		return [][]expr.Any{
-			// ct state established,related accept
-			{
-				&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-					Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-					Xor:  binaryutil.NativeEndian.PutUint32(0)},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-				accept,
-			},
+			// meta nfproto ipv4 ct state established,related accept: an
+			// established IPv4 flow's every packet is source-checked by the
+			// host veth's strict rp_filter, so only its first packet needs
+			// the set lookups below.
+			cat(v4, ctEstablished(), []expr.Any{accept}),
+			// jump spoof
+			{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainSpoof}},
+			// ct state established,related accept (IPv6: after the check,
+			// as IPv6 has no rp_filter)
+			cat(ctEstablished(), []expr.Any{accept}),
 			// ip saddr != @e4 accept (not a container: not policed)
 			cat(v4, []expr.Any{saddr(4, 1), lookup(setOf(setAll4), true), accept}),
 			cat(v6, []expr.Any{saddr(6, 1), lookup(setOf(setAll6), true), accept}),
 			// ip daddr vmap @dst4
 			cat(v4, []expr.Any{daddr(4, 1), vmap(setOf(mapDst4))}),
 			cat(v6, []expr.Any{daddr(6, 1), vmap(setOf(mapDst6))}),
+		}
+	case chainKindIn:
+		return [][]expr.Any{
+			// meta nfproto ipv4 ct state established,related accept
+			cat(v4, ctEstablished(), []expr.Any{accept}),
+			// jump spoof
+			{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainSpoof}},
 		}
 	case chainKindCombo4, chainKindCombo6:
 		fam := 4
@@ -614,6 +623,17 @@ func renderRules(spec chainSpec, setOf func(string) *nftables.Set) [][]expr.Any 
 		return append(rules, []expr.Any{&expr.Counter{}, drop})
 	}
 	return nil
+}
+
+// ctEstablished matches ct state established,related.
+func ctEstablished() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
 }
 
 func vmap(s *nftables.Set) expr.Any {
@@ -643,7 +663,7 @@ func (k *nftKernel) drops(ctx context.Context) (Drops, error) {
 				if !ok {
 					continue
 				}
-				if c.Name == chainPre {
+				if c.Name == chainSpoof {
 					d.Spoofed += ctr.Packets
 				} else {
 					d.Policy += ctr.Packets
