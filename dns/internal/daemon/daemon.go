@@ -262,7 +262,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 		Masters: cfg.Masters, Timeout: time.Duration(cfg.StateTimeoutSeconds) * time.Second,
 		HTTPS: cfg.MesosHTTPSOn, CAFile: cfg.CACertFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
 		Principal: cfg.MesosCredentials.Principal, Secret: cfg.MesosCredentials.Secret,
-		Yield: runtime.Gosched,
+		Yield: runtime.Gosched, Known: z.KnownTask,
 	})
 	if err != nil {
 		return err

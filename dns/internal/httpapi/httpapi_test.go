@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -90,5 +92,42 @@ func TestAPI(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAXFRMatchesEncodingJSON checks that the streamed /v1/axfr is byte for
+// byte what encoding/json makes of the record maps.
+func TestAXFRMatchesEncodingJSON(t *testing.T) {
+	cfg, err := config.Parse(strings.NewReader(`{"masters":["127.0.0.1:15050"],"SOARname":"a<b&c.mesos."}`), "test.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := zone.New(zone.Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: cfg.Sources(), Masters: cfg.Masters})
+	st, err := state.Decode(strings.NewReader(dnstest.SampleState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.UpdateState(st)
+	srv := httptest.NewServer((&API{Config: cfg, Zone: z, Version: "test"}).Handler())
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/v1/axfr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	_ = json.NewEncoder(&want).Encode(map[string]any{
+		"TTL": cfg.TTL, "Serial": z.Serial(), "RefreshSeconds": cfg.RefreshSeconds, "Mname": cfg.SOAMname,
+		"Rname": cfg.SOARname, "Domain": cfg.Domain, "Records": z.AXFR(),
+	})
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("got\n%s\nwant\n%s", got, want.Bytes())
+	}
+	if resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("got content type %q", resp.Header.Get("Content-Type"))
 	}
 }

@@ -69,14 +69,15 @@ type query struct {
 
 // worker holds the per-goroutine buffers of the responder.
 type worker struct {
-	name  []byte // lower-case dotted question name with trailing dot
-	out   []byte
-	comp  []compEntry
-	perm  []int
-	rng   *rand.PCG
-	q     query
-	nodes []*zone.Node // targets for SRV additionals
-	ends  []int        // end offsets of answer RRs
+	name []byte // lower-case dotted question name with trailing dot
+	out  []byte
+	comp []compEntry
+	perm []int
+	rng  *rand.PCG
+	q    query
+	rrs  []zone.RR // records of the question name
+	trrs []zone.RR // records of an SRV target
+	ends []int     // end offsets of answer RRs
 	// authBytes is the size of the authority RRs written so far.
 	authBytes int
 }
@@ -262,7 +263,8 @@ func (r *Responder) respond(w *worker, req []byte, tcp bool) ([]byte, outcome) {
 	}
 	cleanWild(w)
 	name := unsafe.String(unsafe.SliceData(w.name), len(w.name))
-	node := r.Zone.Index().LookupBytes(w.name)
+	w.rrs = r.Zone.Index().LookupBytes(w.name).AppendRRs(w.rrs[:0])
+	rrs := w.rrs
 	out := w.header(req, rcodeSuccess, true, r.RecurseOn)
 	w.comp = w.comp[:0]
 	if q.lower {
@@ -276,15 +278,15 @@ func (r *Responder) respond(w *worker, req []byte, tcp bool) ([]byte, outcome) {
 	var an, ns, ar int
 	switch q.qtype {
 	case typeA:
-		an = r.addrs(w, name, node, zone.TypeA)
+		an = r.addrs(w, name, rrs, zone.TypeA)
 	case typeAAAA:
-		an = r.addrs(w, name, node, zone.TypeAAAA)
+		an = r.addrs(w, name, rrs, zone.TypeAAAA)
 	case typeSRV:
-		an, ar = r.srvs(w, name, node, true)
+		an, ar = r.srvs(w, name, rrs, true)
 	case typeANY:
-		an, _ = r.srvs(w, name, node, false)
-		an += r.addrs(w, name, node, zone.TypeA)
-		an += r.addrs(w, name, node, zone.TypeAAAA)
+		an, _ = r.srvs(w, name, rrs, false)
+		an += r.addrs(w, name, rrs, zone.TypeA)
+		an += r.addrs(w, name, rrs, zone.TypeAAAA)
 		ns = 2
 		r.soa(w, name)
 		r.nsRR(w, name)
@@ -297,7 +299,7 @@ func (r *Responder) respond(w *worker, req []byte, tcp bool) ([]byte, outcome) {
 	}
 	oc = outAnswer
 	if an == 0 && q.qtype != typeSOA && q.qtype != typeNS && q.qtype != typeSRV {
-		if node != nil && len(node.RRs) > 0 {
+		if len(rrs) > 0 {
 			oc = outNoData
 		} else {
 			oc = outNXDomain
@@ -450,11 +452,11 @@ func (w *worker) rrHeader(name string, typ uint16, ttl uint32) {
 	w.out = binary.BigEndian.AppendUint32(w.out, ttl)
 }
 
-// shuffled returns a random permutation of the indexes of node's RRs of type t.
-func (w *worker) shuffled(node *zone.Node, t uint16) []int {
+// shuffled returns a random permutation of the indexes of the RRs of type t.
+func (w *worker) shuffled(rrs []zone.RR, t uint16) []int {
 	w.perm = w.perm[:0]
-	for i := range node.RRs {
-		if node.RRs[i].Type == t {
+	for i := range rrs {
+		if rrs[i].Type == t {
 			w.perm = append(w.perm, i)
 		}
 	}
@@ -465,13 +467,10 @@ func (w *worker) shuffled(node *zone.Node, t uint16) []int {
 	return w.perm
 }
 
-func (r *Responder) addrs(w *worker, name string, node *zone.Node, t uint16) int {
-	if node == nil {
-		return 0
-	}
+func (r *Responder) addrs(w *worker, name string, rrs []zone.RR, t uint16) int {
 	n := 0
-	for _, i := range w.shuffled(node, t) {
-		ip := node.RRs[i].IP
+	for _, i := range w.shuffled(rrs, t) {
+		ip := rrs[i].IP
 		w.rrHeader(name, t, r.TTL)
 		if t == zone.TypeA {
 			b := ip.As4()
@@ -490,13 +489,10 @@ func (r *Responder) addrs(w *worker, name string, node *zone.Node, t uint16) int
 
 // srvs writes the SRV answers and, as additionals, the lowest A and AAAA of
 // each distinct target.
-func (r *Responder) srvs(w *worker, name string, node *zone.Node, extras bool) (an, ar int) {
-	if node == nil {
-		return 0, 0
-	}
-	perm := w.shuffled(node, zone.TypeSRV)
+func (r *Responder) srvs(w *worker, name string, rrs []zone.RR, extras bool) (an, ar int) {
+	perm := w.shuffled(rrs, zone.TypeSRV)
 	for _, i := range perm {
-		rr := &node.RRs[i]
+		rr := &rrs[i]
 		w.rrHeader(name, typeSRV, r.TTL)
 		lenAt := len(w.out)
 		w.out = append(w.out, 0, 0, 0, 0)
@@ -512,10 +508,10 @@ func (r *Responder) srvs(w *worker, name string, node *zone.Node, extras bool) (
 	}
 	idx := r.Zone.Index()
 	for k, i := range perm {
-		target := node.RRs[i].Target
+		target := rrs[i].Target
 		dup := false
 		for _, j := range perm[:k] {
-			if node.RRs[j].Target == target {
+			if rrs[j].Target == target {
 				dup = true
 				break
 			}
@@ -523,23 +519,21 @@ func (r *Responder) srvs(w *worker, name string, node *zone.Node, extras bool) (
 		if dup {
 			continue
 		}
-		tn := idx.Lookup(target)
-		if tn == nil {
-			continue
-		}
+		w.trrs = idx.Lookup(target).AppendRRs(w.trrs[:0])
+		trrs := w.trrs
 		for _, t := range [2]uint16{zone.TypeA, zone.TypeAAAA} {
 			// The lowest address of the type, so that the additional
 			// section does not depend on the order records arrived in.
 			best := -1
-			for j := range tn.RRs {
-				if tn.RRs[j].Type == t && (best < 0 || tn.RRs[j].IP.Less(tn.RRs[best].IP)) {
+			for j := range trrs {
+				if trrs[j].Type == t && (best < 0 || trrs[j].IP.Less(trrs[best].IP)) {
 					best = j
 				}
 			}
 			if best < 0 {
 				continue
 			}
-			rr := &tn.RRs[best]
+			rr := &trrs[best]
 			w.rrHeader(target, t, r.TTL)
 			if t == zone.TypeA {
 				b := rr.IP.As4()

@@ -24,14 +24,18 @@ type ClientConfig struct {
 	KeyFile   string
 	Principal string // basic auth when set
 	Secret    string
-	// Yield is called every few hundred tasks while decoding (may be nil).
+	// Yield is called every few dozen tasks while decoding (may be nil).
 	Yield func()
+	// Known tells the decoder which tasks it need not decode (may be nil;
+	// see Decoder.Known).
+	Known func(Raw) bool
 }
 
 // Client fetches /master/state from the leading master.
 type Client struct {
 	cfg  ClientConfig
 	http *http.Client
+	dec  *Decoder
 	// leader is the host:port that served the last state.
 	leader string
 }
@@ -63,7 +67,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 		tr.TLSClientConfig = tc
 	}
-	return &Client{cfg: cfg, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
+	dec := NewDecoder()
+	dec.Known, dec.Yield = cfg.Known, cfg.Yield
+	return &Client{cfg: cfg, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}, dec: dec}, nil
 }
 
 func (c *Client) scheme() string {
@@ -78,7 +84,7 @@ func (c *Client) Leader() string { return c.leader }
 
 // Fetch returns the state of the leading master: the masters are tried in
 // order, and when a master names another leader the state is re-read from
-// the leader's IP with the same port.
+// the leader's IP with the same port. Fetch is not safe for concurrent use.
 func (c *Client) Fetch(ctx context.Context) (*State, error) {
 	masters := c.cfg.Masters
 	if c.leader != "" {
@@ -133,7 +139,7 @@ func (c *Client) fetchOne(ctx context.Context, hostport string) (*State, error) 
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return nil, fmt.Errorf("state %s: status %s", u, resp.Status)
 	}
-	st, err := DecodeYield(resp.Body, c.cfg.Yield)
+	st, err := c.dec.Decode(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", u, err)
 	}

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"time"
 
-	"github.com/mesos/mesos-go/api/v1/lib/master"
 	"github.com/mesos/mesos-go/api/v1/lib/recordio"
 )
 
@@ -135,7 +136,55 @@ func (p *Poller) stream(ctx context.Context, leaderCh <-chan string) {
 }
 
 type eventHeader struct {
-	Type master.Event_Type `json:"type"`
+	Type eventType `json:"type"`
+}
+
+// eventType is the v1 master API's Event.Type. It decodes like the
+// generated protobuf enum (a known name, or a number) without linking the
+// whole generated Mesos API into the binary.
+type eventType int32
+
+// Event types that change what the master state holds (mesos/v1/master).
+const (
+	eventSubscribed       eventType = 1
+	eventTaskAdded        eventType = 2
+	eventTaskUpdated      eventType = 3
+	eventAgentAdded       eventType = 4
+	eventAgentRemoved     eventType = 5
+	eventFrameworkAdded   eventType = 6
+	eventFrameworkUpdated eventType = 7
+	eventFrameworkRemoved eventType = 8
+)
+
+var eventTypeNames = [...]string{"UNKNOWN", "SUBSCRIBED", "TASK_ADDED", "TASK_UPDATED", "AGENT_ADDED",
+	"AGENT_REMOVED", "FRAMEWORK_ADDED", "FRAMEWORK_UPDATED", "FRAMEWORK_REMOVED", "HEARTBEAT"}
+
+func (t eventType) String() string {
+	if t >= 0 && int(t) < len(eventTypeNames) {
+		return eventTypeNames[t]
+	}
+	return strconv.Itoa(int(t))
+}
+
+func (t *eventType) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var name string
+		if err := json.Unmarshal(b, &name); err != nil {
+			return err
+		}
+		i := slices.Index(eventTypeNames[:], name)
+		if i < 0 {
+			return fmt.Errorf("unrecognized event type %q", name)
+		}
+		*t = eventType(i)
+		return nil
+	}
+	var n int32
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("cannot unmarshal %#q into an event type", b)
+	}
+	*t = eventType(n)
+	return nil
 }
 
 // streamIdle is how long the stream may stay silent; masters send a
@@ -167,9 +216,8 @@ func (p *Poller) follow(ctx context.Context, leader string) error {
 			p.OnEvent(ev.Type.String())
 		}
 		switch ev.Type {
-		case master.Event_SUBSCRIBED, master.Event_TASK_ADDED, master.Event_TASK_UPDATED,
-			master.Event_AGENT_ADDED, master.Event_AGENT_REMOVED,
-			master.Event_FRAMEWORK_ADDED, master.Event_FRAMEWORK_UPDATED, master.Event_FRAMEWORK_REMOVED:
+		case eventSubscribed, eventTaskAdded, eventTaskUpdated, eventAgentAdded, eventAgentRemoved,
+			eventFrameworkAdded, eventFrameworkUpdated, eventFrameworkRemoved:
 			p.Trigger()
 		}
 	}

@@ -6,6 +6,7 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net/netip"
 	"strconv"
@@ -14,9 +15,9 @@ import (
 
 // State is the part of /master/state that names are built from.
 type State struct {
-	Leader     string      `json:"leader"`
-	Slaves     []Slave     `json:"slaves"`
-	Frameworks []Framework `json:"frameworks"`
+	Leader     string
+	Slaves     []Slave
+	Frameworks []Framework
 }
 
 // Slave is one agent.
@@ -28,12 +29,21 @@ type Slave struct {
 
 // Framework is one registered framework and its tasks.
 type Framework struct {
-	ID       string `json:"id"`
-	Name     string `json:"name"`
-	PID      string `json:"pid"`
-	Hostname string `json:"hostname"`
-	Tasks    []Task `json:"tasks"`
+	ID       string
+	Name     string
+	PID      string
+	Hostname string
+	// Tasks are the framework's tasks in state order. A task is nil when the
+	// decoder was told that its raw hash is known (see Decoder.Known).
+	Tasks []*Task
+	// Raws are the raw hashes of Tasks, index by index.
+	Raws []Raw
 }
+
+// Raw identifies the exact JSON text of a task within its framework: a
+// 128-bit hash of the framework ID and the task's bytes. Equal Raws mean
+// equal tasks; the zero Raw is never produced.
+type Raw [2]uint64
 
 // Task is one task.
 type Task struct {
@@ -106,158 +116,137 @@ type DiscoveryPort struct {
 
 // Decode reads a /master/state document. Unlike mesos-dns, malformed PIDs or
 // port strings do not fail the decode; they are checked where used.
-func Decode(r io.Reader) (*State, error) { return DecodeYield(r, nil) }
+func Decode(r io.Reader) (*State, error) { return NewDecoder().Decode(r) }
 
-// DecodeYield is Decode that streams frameworks and tasks one at a time and
-// calls yield (when not nil) every 16 tasks, so that a large state
-// does not hold the CPU in one piece while queries wait (runtime.Gosched).
-func DecodeYield(r io.Reader, yield func()) (*State, error) {
-	d := &decoder{dec: json.NewDecoder(r), yield: yield}
-	s, err := d.state()
-	if err != nil {
-		return nil, fmt.Errorf("decode master state: %w", err)
-	}
-	return s, nil
-}
+// Decoder reads successive /master/state documents. It streams the document
+// through a small buffer and decodes only the leader, agents, frameworks and
+// tasks, with encoding/json; the rest is skipped, checking only that its
+// brackets match and its strings end. A Decoder is not safe for concurrent
+// use.
+type Decoder struct {
+	// Known, when set, reports whether a task with this raw hash was in a
+	// state already seen; such tasks are not decoded (their Tasks entry is
+	// nil), which makes a reload of a mostly unchanged state cheap.
+	Known func(Raw) bool
+	// Yield, when set, is called every few dozen decoded tasks so that a
+	// large state does not hold the CPU in one piece while queries wait
+	// (runtime.Gosched).
+	Yield func()
 
-type decoder struct {
-	dec   *json.Decoder
-	yield func()
+	seeds [2]maphash.Seed
+	s     scanner
 	n     int
+	// slaves are the agents of the last document by raw hash, so that
+	// unchanged ones are not decoded again; next collects this document's.
+	slaves, next map[Raw]Slave
 }
 
-func (d *decoder) delim(want json.Delim) error {
-	t, err := d.dec.Token()
-	if err != nil {
-		return err
-	}
-	if got, ok := t.(json.Delim); !ok || got != want {
-		return fmt.Errorf("got %v, want %q", t, want)
-	}
-	return nil
+// NewDecoder returns a Decoder; its raw hashes are comparable only with its
+// own.
+func NewDecoder() *Decoder {
+	return &Decoder{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, slaves: map[Raw]Slave{}, next: map[Raw]Slave{}}
 }
 
-func (d *decoder) key() (string, error) {
-	t, err := d.dec.Token()
-	if err != nil {
-		return "", err
-	}
-	k, ok := t.(string)
-	if !ok {
-		return "", fmt.Errorf("got %v, want an object key", t)
-	}
-	return k, nil
-}
-
-func (d *decoder) skip() error {
-	var raw json.RawMessage
-	return d.dec.Decode(&raw)
-}
-
-// object walks one JSON object, calling field for every key; null is an
-// empty object.
-func (d *decoder) object(field func(k string) error) error {
-	t, err := d.dec.Token()
-	if err != nil {
-		return err
-	}
-	if t == nil {
-		return nil
-	}
-	if got, ok := t.(json.Delim); !ok || got != '{' {
-		return fmt.Errorf("got %v, want an object", t)
-	}
-	for d.dec.More() {
-		k, err := d.key()
-		if err != nil {
-			return err
-		}
-		if err := field(k); err != nil {
-			return fmt.Errorf("%s: %w", k, err)
-		}
-	}
-	return d.delim('}')
-}
-
-// array walks one JSON array, calling elem for every element; null is empty.
-func (d *decoder) array(elem func() error) error {
-	t, err := d.dec.Token()
-	if err != nil {
-		return err
-	}
-	if t == nil {
-		return nil
-	}
-	if got, ok := t.(json.Delim); !ok || got != '[' {
-		return fmt.Errorf("got %v, want an array", t)
-	}
-	for d.dec.More() {
-		if err := elem(); err != nil {
-			return err
-		}
-	}
-	return d.delim(']')
-}
-
-func (d *decoder) state() (*State, error) {
-	s := &State{}
-	err := d.object(func(k string) error {
-		switch k {
+// Decode reads one document.
+func (d *Decoder) Decode(r io.Reader) (*State, error) {
+	d.s.reset(r)
+	defer d.s.reset(nil)
+	st := &State{}
+	err := d.s.object(func(k []byte) error {
+		switch string(k) {
 		case "leader":
-			return d.dec.Decode(&s.Leader)
+			return d.s.decodeValue(&st.Leader)
 		case "slaves":
-			return d.array(func() error {
-				var sl Slave
-				if err := d.dec.Decode(&sl); err != nil {
+			return d.s.array(func() error {
+				raw, err := d.s.capture()
+				if err != nil {
 					return err
 				}
-				s.Slaves = append(s.Slaves, sl)
+				h := Raw{maphash.Bytes(d.seeds[0], raw), maphash.Bytes(d.seeds[1], raw)}
+				sl, ok := d.slaves[h]
+				if !ok {
+					if err := json.Unmarshal(raw, &sl); err != nil {
+						return err
+					}
+				}
+				d.next[h] = sl
+				st.Slaves = append(st.Slaves, sl)
 				return nil
 			})
 		case "frameworks":
-			return d.array(func() error {
+			return d.s.array(func() error {
 				fw, err := d.framework()
 				if err != nil {
 					return err
 				}
-				s.Frameworks = append(s.Frameworks, fw)
+				st.Frameworks = append(st.Frameworks, fw)
 				return nil
 			})
 		}
-		return d.skip()
+		return d.s.skip()
 	})
 	if err != nil {
-		return nil, err
+		clear(d.next)
+		return nil, fmt.Errorf("decode master state: %w", err)
 	}
-	return s, nil
+	d.slaves, d.next = d.next, d.slaves
+	clear(d.next)
+	return st, nil
 }
 
-func (d *decoder) framework() (Framework, error) {
+func (d *Decoder) framework() (Framework, error) {
 	var f Framework
-	err := d.object(func(k string) error {
-		switch k {
+	idSeen := false
+	err := d.s.object(func(k []byte) error {
+		switch string(k) {
 		case "id":
-			return d.dec.Decode(&f.ID)
+			idSeen = true
+			return d.s.decodeValue(&f.ID)
 		case "name":
-			return d.dec.Decode(&f.Name)
+			return d.s.decodeValue(&f.Name)
 		case "pid":
-			return d.dec.Decode(&f.PID)
+			return d.s.decodeValue(&f.PID)
 		case "hostname":
-			return d.dec.Decode(&f.Hostname)
+			return d.s.decodeValue(&f.Hostname)
 		case "tasks":
-			return d.array(func() error {
-				var t Task
-				if err := d.dec.Decode(&t); err != nil {
+			// Known tasks are recognised by framework ID and bytes, so
+			// only when the ID came first (Mesos writes it first).
+			known := d.Known
+			if !idSeen {
+				known = nil
+			}
+			fh := [2]uint64{maphash.String(d.seeds[0], f.ID), maphash.String(d.seeds[1], f.ID)}
+			return d.s.array(func() error {
+				raw, err := d.s.capture()
+				if err != nil {
+					return err
+				}
+				h := Raw{maphash.Bytes(d.seeds[0], raw) ^ fh[0], maphash.Bytes(d.seeds[1], raw) ^ fh[1]}
+				if h == (Raw{}) {
+					h[0] = 1
+				}
+				d.n++
+				if known != nil && known(h) {
+					f.Tasks = append(f.Tasks, nil)
+					f.Raws = append(f.Raws, h)
+					if d.Yield != nil && d.n%256 == 0 {
+						d.Yield()
+					}
+					return nil
+				}
+				t := &Task{}
+				if err := json.Unmarshal(raw, t); err != nil {
 					return err
 				}
 				f.Tasks = append(f.Tasks, t)
-				if d.n++; d.yield != nil && d.n%16 == 0 {
-					d.yield()
+				f.Raws = append(f.Raws, h)
+				if d.Yield != nil && d.n%16 == 0 {
+					d.Yield()
 				}
 				return nil
 			})
 		}
-		return d.skip()
+		return d.s.skip()
 	})
 	return f, err
 }

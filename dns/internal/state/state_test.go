@@ -2,15 +2,18 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/mesos/mesos-go/api/v1/lib/recordio"
@@ -111,8 +114,10 @@ func FuzzDecode(f *testing.F) {
 		_, _ = ParsePID(st.Leader)
 		for _, fw := range st.Frameworks {
 			_, _ = ParsePID(fw.PID)
-			for i := range fw.Tasks {
-				task := &fw.Tasks[i]
+			if len(fw.Raws) != len(fw.Tasks) {
+				t.Fatalf("got %d raws for %d tasks", len(fw.Raws), len(fw.Tasks))
+			}
+			for _, task := range fw.Tasks {
 				_ = Ports(task.Resources.Ports)
 				_ = task.ContainerIDs()
 				if s := task.RunningStatus(); s != nil {
@@ -246,4 +251,153 @@ func TestPollerSubscribe(t *testing.T) {
 	m.set(st("v2"))
 	m.events <- `{"type":"TASK_ADDED","task_added":{"task":{"name":"x","task_id":{"value":"x"},"framework_id":{"value":"f"},"agent_id":{"value":"a"},"state":"TASK_RUNNING"}}}`
 	wait("v2")
+}
+
+// reference decodes what Decoder decodes with encoding/json in one piece.
+func reference(t *testing.T, in string) *State {
+	t.Helper()
+	var doc struct {
+		Leader string  `json:"leader"`
+		Slaves []Slave `json:"slaves"`
+		Fws    []struct {
+			ID       string  `json:"id"`
+			Name     string  `json:"name"`
+			PID      string  `json:"pid"`
+			Hostname string  `json:"hostname"`
+			Tasks    []*Task `json:"tasks"`
+		} `json:"frameworks"`
+	}
+	if err := json.Unmarshal([]byte(in), &doc); err != nil {
+		t.Fatal(err)
+	}
+	st := &State{Leader: doc.Leader, Slaves: doc.Slaves}
+	for _, f := range doc.Fws {
+		st.Frameworks = append(st.Frameworks, Framework{ID: f.ID, Name: f.Name, PID: f.PID, Hostname: f.Hostname, Tasks: f.Tasks})
+	}
+	return st
+}
+
+func withoutRaws(st *State) *State {
+	out := *st
+	out.Frameworks = slices.Clone(st.Frameworks)
+	for i := range out.Frameworks {
+		out.Frameworks[i].Raws = nil
+		if len(out.Frameworks[i].Tasks) == 0 {
+			out.Frameworks[i].Tasks = nil
+		}
+	}
+	return &out
+}
+
+func TestDecoderMatchesEncodingJSON(t *testing.T) {
+	want := reference(t, dnstest.SampleState)
+	for _, tc := range []struct {
+		name string
+		r    func() io.Reader
+	}{
+		{"whole", func() io.Reader { return strings.NewReader(dnstest.SampleState) }},
+		// One byte per read: every token and captured task spans refills.
+		{"bytewise", func() io.Reader { return iotest.OneByteReader(strings.NewReader(dnstest.SampleState)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := NewDecoder()
+			got, err := d.Decode(tc.r())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(withoutRaws(got), withoutRaws(want)) {
+				t.Errorf("got %+v\nwant %+v", got, want)
+			}
+			again, err := d.Decode(strings.NewReader(dnstest.SampleState))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range got.Frameworks {
+				if !slices.Equal(got.Frameworks[i].Raws, again.Frameworks[i].Raws) {
+					t.Errorf("framework %d: raws differ between reads of the same document", i)
+				}
+			}
+		})
+	}
+}
+
+func TestDecoderSkipsKnownTasks(t *testing.T) {
+	d := NewDecoder()
+	first, err := d.Decode(strings.NewReader(dnstest.SampleState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[Raw]bool{}
+	for _, f := range first.Frameworks {
+		for _, r := range f.Raws {
+			if known[r] {
+				t.Fatalf("raw %v twice", r)
+			}
+			known[r] = true
+		}
+	}
+	d.Known = func(r Raw) bool { return known[r] }
+	// The same tasks: none decoded.
+	st, err := d.Decode(strings.NewReader(dnstest.SampleState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range st.Frameworks {
+		if !slices.Equal(f.Raws, first.Frameworks[i].Raws) || slices.ContainsFunc(f.Tasks, func(t *Task) bool { return t != nil }) {
+			t.Errorf("framework %s: got tasks %v raws %v, want none decoded", f.ID, f.Tasks, f.Raws)
+		}
+	}
+	// One task changed: only that one is decoded.
+	changed := strings.Replace(dnstest.SampleState, `"name": "web"`, `"name": "www"`, 1)
+	st, err = d.Decode(strings.NewReader(changed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded []string
+	for _, f := range st.Frameworks {
+		for _, task := range f.Tasks {
+			if task != nil {
+				decoded = append(decoded, task.Name)
+			}
+		}
+	}
+	if !slices.Equal(decoded, []string{"www"}) {
+		t.Errorf("got decoded tasks %q, want [www]", decoded)
+	}
+	// The same task bytes under another framework ID are not the same task.
+	moved := strings.Replace(dnstest.SampleState, `"id": "fw-1"`, `"id": "fw-9"`, 1)
+	st, err = d.Decode(strings.NewReader(moved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(st.Frameworks[0].Tasks, nil) {
+		t.Error("tasks of a framework with a new ID were skipped")
+	}
+}
+
+func TestEventType(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{in: `{"type":"TASK_ADDED"}`, want: "TASK_ADDED"},
+		{in: `{"type":"HEARTBEAT"}`, want: "HEARTBEAT"},
+		{in: `{"type":7}`, want: "FRAMEWORK_UPDATED"},
+		{in: `{"type":42}`, want: "42"},
+		{in: `{}`, want: "UNKNOWN"},
+		{in: `{"type":"NOPE"}`, wantErr: true},
+		{in: `{"type":true}`, wantErr: true},
+	}
+	for _, tc := range tests {
+		var ev eventHeader
+		err := json.Unmarshal([]byte(tc.in), &ev)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: got error %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if err == nil && ev.Type.String() != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.in, ev.Type, tc.want)
+		}
+	}
 }

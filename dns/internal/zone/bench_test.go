@@ -32,8 +32,9 @@ func BenchmarkUpdateState(b *testing.B) {
 	}
 }
 
-// BenchmarkReloadUnchanged measures a periodic reload of an unchanged state:
-// decode plus diff, with no index change.
+// BenchmarkReloadUnchanged measures a periodic reload of an unchanged state
+// as the daemon does it: a decode that skips known tasks, then the diff, with
+// no index change.
 func BenchmarkReloadUnchanged(b *testing.B) {
 	path := os.Getenv("PETREL_DNS_STATE")
 	if path == "" {
@@ -43,20 +44,66 @@ func BenchmarkReloadUnchanged(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st, err := state.Decode(bytes.NewReader(raw))
+	z := New(Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: []string{"petrel", "netinfo", "mesos", "host"}})
+	d := state.NewDecoder()
+	d.Known = z.KnownTask
+	st, err := d.Decode(bytes.NewReader(raw))
 	if err != nil {
 		b.Fatal(err)
 	}
-	z := New(Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: []string{"petrel", "netinfo", "mesos", "host"}})
 	z.UpdateState(st)
+	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		st, err := state.Decode(bytes.NewReader(raw))
+		st, err := d.Decode(bytes.NewReader(raw))
 		if err != nil {
 			b.Fatal(err)
 		}
 		if s := z.UpdateState(st); s.Names != 0 {
 			b.Fatalf("got %d changed names", s.Names)
+		}
+	}
+}
+
+// BenchmarkReloadOneChange is BenchmarkReloadUnchanged with one task whose
+// address alternates, so every reload decodes and republishes one task.
+func BenchmarkReloadOneChange(b *testing.B) {
+	path := os.Getenv("PETREL_DNS_STATE")
+	if path == "" {
+		b.Skip("PETREL_DNS_STATE not set")
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := bytes.Index(raw, []byte(`"ip_address":"172.16.0.0"`))
+	if i < 0 {
+		b.Skip("no task with address 172.16.0.0 in the state")
+	}
+	alt := bytes.Clone(raw)
+	copy(alt[i:], `"ip_address":"172.16.0.9"`)
+	z := New(Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: []string{"petrel", "netinfo", "mesos", "host"}})
+	d := state.NewDecoder()
+	d.Known = z.KnownTask
+	st, err := d.Decode(bytes.NewReader(raw))
+	if err != nil {
+		b.Fatal(err)
+	}
+	z.UpdateState(st)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		in := raw
+		if n%2 == 1 {
+			in = alt
+		}
+		st, err := d.Decode(bytes.NewReader(in))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s := z.UpdateState(st); s.Units != 1 {
+			b.Fatalf("got %d changed units, want 1", s.Units)
 		}
 	}
 }

@@ -43,11 +43,15 @@ type Zone struct {
 	suffix string // "." + domain + "."
 	idx    *Index
 
-	mu       sync.Mutex // serialises writers
-	units    map[string]unit
+	mu       sync.Mutex                    // serialises writers
+	units    map[string]unit               // masters, agents, frameworks, endpoints
+	tasks    map[taskKey]*taskUnit         // running tasks
+	byRaw    map[state.Raw]*taskUnit       // running tasks by the hash of their JSON
+	gen      uint32                        // UpdateState generation
+	stale    bool                          // byRaw missed a known task: decode all next time
 	eps      map[string]*petrelv1.Endpoint // by registry key
 	cidEps   map[string][]string           // container ID -> endpoint keys
-	cidTasks map[string][]string           // container ID -> task unit keys
+	cidTasks map[string][]taskKey          // container ID -> tasks
 	dropped  int                           // invalid names skipped so far
 
 	ready  atomic.Bool
@@ -68,9 +72,11 @@ func New(opt Options) *Zone {
 		suffix:   "." + opt.Domain + ".",
 		idx:      newIndex(opt.Yield),
 		units:    map[string]unit{},
+		tasks:    map[taskKey]*taskUnit{},
+		byRaw:    map[state.Raw]*taskUnit{},
 		eps:      map[string]*petrelv1.Endpoint{},
 		cidEps:   map[string][]string{},
-		cidTasks: map[string][]string{},
+		cidTasks: map[string][]taskKey{},
 	}
 	if opt.EnforceRFC952 {
 		z.spec = RFC952
@@ -106,9 +112,9 @@ func (z *Zone) bumpSerial() {
 	z.serial.Store(s)
 }
 
-// unit is one source of records (a task, an agent, a framework, the masters,
-// an endpoint). Units are compared with reflect.DeepEqual: equal units
-// generate equal records.
+// unit is one source of records other than a task (an agent, a framework,
+// the masters, an endpoint). Units are compared with reflect.DeepEqual: equal
+// units generate equal records.
 type unit interface {
 	records(z *Zone, emit func(name string, rr RR))
 }
@@ -118,7 +124,6 @@ const (
 	keyMaster = "m"
 	keyAgent  = "a/"
 	keyFW     = "f/"
-	keyTask   = "t/"
 	keyEP     = "e/"
 )
 
@@ -129,7 +134,7 @@ type emitter struct {
 }
 
 func (e *emitter) emit(name string, rr RR) {
-	if !validName(name) {
+	if !validName(name) || rr.Type == TypeSRV && !validName(rr.Target) {
 		if e.add {
 			e.z.dropped++
 		}
@@ -164,140 +169,6 @@ func (z *Zone) replaceLocked(t *txn, key string, u unit) bool {
 	return true
 }
 
-// UpdateStats describes one applied change.
-type UpdateStats struct {
-	Units   int // units changed, added or removed
-	Names   int // names republished
-	Tasks   int // running tasks in the state
-	Elapsed time.Duration
-}
-
-// UpdateState applies a master state: only changed units touch the index.
-func (z *Zone) UpdateState(st *state.State) UpdateStats {
-	start := time.Now()
-	next := z.buildUnits(st)
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	t := z.idx.begin()
-	var stats UpdateStats
-	n := 0
-	for key, u := range next {
-		if n++; n%32 == 0 {
-			z.opt.Yield()
-		}
-		if tu, ok := u.(*taskUnit); ok {
-			stats.Tasks++
-			tu.IPs = z.taskIPsLocked(tu)
-		}
-		if z.replaceLocked(t, key, u) {
-			stats.Units++
-		}
-	}
-	for key := range z.units {
-		if strings.HasPrefix(key, keyEP) {
-			continue
-		}
-		if _, ok := next[key]; !ok {
-			z.replaceLocked(t, key, nil)
-			stats.Units++
-		}
-	}
-	clear(z.cidTasks)
-	for key, u := range z.units {
-		if tu, ok := u.(*taskUnit); ok {
-			for _, c := range tu.CIDs {
-				z.cidTasks[c] = append(z.cidTasks[c], key)
-			}
-		}
-	}
-	stats.Names = t.commit()
-	if stats.Names > 0 || !z.ready.Load() {
-		z.bumpSerial()
-	}
-	z.ready.Store(true)
-	stats.Elapsed = time.Since(start)
-	return stats
-}
-
-// buildUnits turns a state into units. It runs outside the writer lock (it
-// may resolve host names).
-func (z *Zone) buildUnits(st *state.State) map[string]unit {
-	out := make(map[string]unit, 64)
-	agents := map[string]*agentInfo{}
-	for i := range st.Slaves {
-		s := &st.Slaves[i]
-		a := &agentInfo{tail: slaveIDTail(s.ID)}
-		if pid, err := state.ParsePID(s.PID); err == nil {
-			a.ips = z.hostIPs(pid.Host)
-			a.port = pid.Port
-		} else if s.Hostname != "" {
-			a.ips = z.hostIPs(s.Hostname)
-		}
-		agents[s.ID] = a
-		if len(a.ips) > 0 {
-			out[keyAgent+s.ID] = &agentUnit{IPs: a.ips, Port: a.port}
-		}
-	}
-	mu := &masterUnit{}
-	if pid, err := state.ParsePID(st.Leader); err == nil {
-		mu.Leader = z.hostIPs(pid.Host)
-		mu.LeaderPort = pid.Port
-	}
-	for _, m := range z.opt.Masters {
-		host, _, _ := strings.Cut(m, ":")
-		if h, _, err := splitHostPort(m); err == nil {
-			host = h
-		}
-		mu.Masters = append(mu.Masters, z.hostIPs(host))
-	}
-	out[keyMaster] = mu
-	for fi := range st.Frameworks {
-		f := &st.Frameworks[fi]
-		z.opt.Yield()
-		fw := DomainFrag(f.Name, z.spec)
-		fkey := keyFW + f.ID + "/" + f.Name
-		fu := &fwUnit{Order: fi, Name: f.Name, Label: fw}
-		if pid, err := state.ParsePID(f.PID); err == nil {
-			fu.IPs = z.hostIPs(pid.Host)
-			fu.Port = pid.Port
-		} else if f.Hostname != "" {
-			fu.IPs = z.hostIPs(f.Hostname)
-		}
-		out[fkey] = fu
-		for ti := range f.Tasks {
-			task := &f.Tasks[ti]
-			if task.State != "TASK_RUNNING" {
-				continue
-			}
-			a, ok := agents[task.SlaveID]
-			if !ok {
-				continue
-			}
-			if ti%32 == 31 {
-				z.opt.Yield()
-			}
-			tu := &taskUnit{
-				FWKey: fkey, Order: ti, FW: fw, ID: task.ID, Name: task.Name,
-				Ports:     state.Ports(task.Resources.Ports),
-				SlaveTail: a.tail, SlaveIPs: a.ips,
-				CIDs: task.ContainerIDs(),
-			}
-			if d := task.Discovery; d != nil {
-				tu.Disc = true
-				tu.DiscName = d.Name
-				tu.DiscPorts = d.Ports.Ports
-			}
-			if s := task.RunningStatus(); s != nil {
-				tu.Netinfo = s.NetinfoIPs()
-				tu.MesosIPs = s.LabelIPs("MesosContainerizer.NetworkSettings.IPAddress")
-				tu.DockerIPs = s.LabelIPs("Docker.NetworkSettings.IPAddress")
-			}
-			out[keyTask+f.ID+"/"+task.ID] = tu
-		}
-	}
-	return out
-}
-
 func splitHostPort(s string) (string, string, error) {
 	i := strings.LastIndexByte(s, ':')
 	if i < 0 {
@@ -316,35 +187,6 @@ func (z *Zone) hostIPs(host string) []netip.Addr {
 	return z.opt.LookupIP(host)
 }
 
-type agentInfo struct {
-	ips  []netip.Addr
-	port uint16
-	tail string
-}
-
-// taskIPsLocked picks the task's addresses from the first source that has any.
-func (z *Zone) taskIPsLocked(t *taskUnit) []netip.Addr {
-	for _, src := range z.opt.Sources {
-		var ips []netip.Addr
-		switch src {
-		case "petrel":
-			ips = z.petrelIPsLocked(t.CIDs)
-		case "netinfo":
-			ips = t.Netinfo
-		case "mesos":
-			ips = t.MesosIPs
-		case "docker":
-			ips = t.DockerIPs
-		case "host":
-			ips = t.SlaveIPs
-		}
-		if len(ips) > 0 {
-			return ips
-		}
-	}
-	return nil
-}
-
 func (z *Zone) petrelIPsLocked(cids []string) []netip.Addr {
 	var out []netip.Addr
 	for _, c := range cids {
@@ -361,6 +203,7 @@ func (z *Zone) petrelIPsLocked(cids []string) []netip.Addr {
 }
 
 func addrRR(ip netip.Addr) RR {
+	ip = ip.WithZone("") // the index keeps no zones, and DNS has none
 	if ip.Is4() {
 		return RR{Type: TypeA, IP: ip}
 	}
@@ -435,80 +278,6 @@ func (u *fwUnit) records(z *Zone, emit func(string, RR)) {
 	}
 	if u.Port != 0 {
 		emit("_framework._tcp."+name, srvRR(name, u.Port))
-	}
-}
-
-// taskUnit is one running task.
-type taskUnit struct {
-	FWKey     string
-	Order     int
-	FW        string // framework label(s)
-	ID, Name  string
-	Disc      bool
-	DiscName  string
-	DiscPorts []state.DiscoveryPort
-	Ports     []uint16
-	SlaveTail string
-	SlaveIPs  []netip.Addr
-	Netinfo   []netip.Addr
-	MesosIPs  []netip.Addr
-	DockerIPs []netip.Addr
-	CIDs      []string
-	IPs       []netip.Addr // chosen by IPSources
-}
-
-func (u *taskUnit) records(z *Zone, emit func(string, RR)) {
-	var names []string
-	if u.Disc {
-		// mesos-dns generates from the raw discovery name too ("LEGACY");
-		// Marathon users rely on app.group.marathon.mesos.
-		names = append(names, u.DiscName)
-		if s := z.spec(u.DiscName); s != u.DiscName {
-			names = append(names, s)
-		}
-	} else {
-		names = append(names, z.spec(u.Name))
-	}
-	hash := hashString(u.ID)
-	fw := "." + u.FW + z.suffix
-	fwSlave := "." + u.FW + ".slave" + z.suffix
-	for _, t := range names {
-		if t == "" {
-			continue
-		}
-		canon := t + "-" + hash + "-" + u.SlaveTail
-		for _, ip := range u.IPs {
-			emit(t+fw, addrRR(ip))
-			emit(canon+fw, addrRR(ip))
-		}
-		for _, ip := range u.SlaveIPs {
-			emit(t+fwSlave, addrRR(ip))
-			emit(canon+fwSlave, addrRR(ip))
-		}
-		for _, p := range u.Ports {
-			for _, proto := range []string{"._tcp", "._udp"} {
-				emit("_"+t+proto+fwSlave, srvRR(canon+fwSlave, p))
-				if !u.Disc {
-					emit("_"+t+proto+fw, srvRR(canon+fwSlave, p))
-				}
-			}
-		}
-		for _, dp := range u.DiscPorts {
-			if dp.Number <= 0 || dp.Number > 65535 {
-				continue
-			}
-			protos := []string{"tcp", "udp"}
-			if p := z.spec(dp.Protocol); p != "" {
-				protos = []string{p}
-			}
-			for _, proto := range protos {
-				rr := srvRR(canon+fw, uint16(dp.Number))
-				emit("_"+t+"._"+proto+fw, rr)
-				if n := z.spec(dp.Name); n != "" {
-					emit("_"+n+"._"+t+"._"+proto+fw, rr)
-				}
-			}
-		}
 	}
 }
 
@@ -644,22 +413,6 @@ func (z *Zone) unindexEndpointLocked(key string, ep *petrelv1.Endpoint) {
 	}
 }
 
-// refreshTasksLocked recomputes the addresses of the tasks running in the
-// given containers.
-func (z *Zone) refreshTasksLocked(t *txn, cids []string) {
-	for _, c := range cids {
-		for _, key := range z.cidTasks[c] {
-			old, ok := z.units[key].(*taskUnit)
-			if !ok {
-				continue
-			}
-			nu := *old
-			nu.IPs = z.taskIPsLocked(&nu)
-			z.replaceLocked(t, key, &nu)
-		}
-	}
-}
-
 // Record is one enumerated record.
 type Record struct {
 	Name  string `json:"name"`
@@ -690,25 +443,25 @@ func (z *Zone) Enumerate() []EnumFramework {
 		u   *fwUnit
 	}
 	var fws []fwe
-	tasks := map[string][]*taskUnit{}
 	for key, u := range z.units {
-		switch u := u.(type) {
-		case *fwUnit:
+		if u, ok := u.(*fwUnit); ok {
 			fws = append(fws, fwe{key, u})
-		case *taskUnit:
-			tasks[u.FWKey] = append(tasks[u.FWKey], u)
 		}
+	}
+	tasks := map[string][]*taskUnit{}
+	for _, u := range z.tasks {
+		tasks[u.fw.key] = append(tasks[u.fw.key], u)
 	}
 	slices.SortFunc(fws, func(a, b fwe) int { return cmp.Compare(a.u.Order, b.u.Order) })
 	out := make([]EnumFramework, 0, len(fws))
 	for _, f := range fws {
 		ef := EnumFramework{Name: f.u.Name, Tasks: []EnumTask{}}
 		ts := tasks[f.key]
-		slices.SortFunc(ts, func(a, b *taskUnit) int { return cmp.Compare(a.Order, b.Order) })
+		slices.SortFunc(ts, func(a, b *taskUnit) int { return cmp.Compare(a.order, b.order) })
 		for _, tu := range ts {
-			et := EnumTask{Name: tu.Name, ID: tu.ID, Records: []Record{}}
+			et := EnumTask{Name: tu.name, ID: tu.key.id, Records: []Record{}}
 			tu.records(z, func(name string, rr RR) {
-				if validName(name) {
+				if validName(name) && (rr.Type != TypeSRV || validName(rr.Target)) {
 					et.Records = append(et.Records, toRecord(name, rr))
 				}
 			})
@@ -740,8 +493,10 @@ type Records struct {
 // AXFR returns every record.
 func (z *Zone) AXFR() Records {
 	r := Records{As: map[string][]string{}, AAAAs: map[string][]string{}, SRVs: map[string][]string{}}
-	z.idx.Range(func(name string, n *Node) {
-		for _, rr := range n.RRs {
+	var rrs []RR
+	z.idx.Range(func(name string, n Node) {
+		rrs = n.AppendRRs(rrs[:0])
+		for _, rr := range rrs {
 			v := toRecord(name, rr).Host
 			switch rr.Type {
 			case TypeA:

@@ -1,12 +1,15 @@
 package zone
 
 import (
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/petrel-net/petrel/dns/internal/dnstest"
 	"github.com/petrel-net/petrel/dns/internal/state"
+	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
 func decode(t *testing.T, s string) *state.State {
@@ -19,12 +22,8 @@ func decode(t *testing.T, s string) *state.State {
 }
 
 func addrs(z *Zone, name string) string {
-	n := z.Index().Lookup(name)
-	if n == nil {
-		return ""
-	}
 	var out []string
-	for _, rr := range n.RRs {
+	for _, rr := range z.Index().Lookup(name).AppendRRs(nil) {
 		if rr.Type != TypeSRV {
 			out = append(out, rr.IP.String())
 		}
@@ -88,4 +87,82 @@ func TestRFC952AndSources(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestKnownTasksMatchFreshBuild loads a sequence of states into one zone
+// through a decoder that skips known tasks, and checks after each that the
+// zone equals one built from scratch from that state: agent and framework
+// changes reach tasks that were not decoded, and so do registry addresses.
+func TestKnownTasksMatchFreshBuild(t *testing.T) {
+	opt := Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: []string{"petrel", "netinfo", "mesos", "host"}}
+	ep := &petrelv1.Endpoint{ContainerId: "c-web", Ips: []string{"10.9.0.1"}}
+	z := New(opt)
+	z.PutEndpoint("ep1", ep)
+	d := state.NewDecoder()
+	d.Known = z.KnownTask
+	s := dnstest.SampleState
+	// The sample has two tasks without a unit (one killed, one on an
+	// unknown agent); those are decoded every time.
+	steps := []struct {
+		name    string
+		edit    func(string) string
+		decoded int
+	}{
+		{"first", func(s string) string { return s }, 8},
+		{"same", func(s string) string { return s }, 2},
+		{"agent moves", func(s string) string {
+			return strings.Replace(s, "slave(1)@10.0.1.10:5051", "slave(1)@10.0.1.99:5051", 1)
+		}, 2},
+		{"framework renamed", func(s string) string { return strings.Replace(s, `"name": "marathon"`, `"name": "Marathon.Two"`, 1) }, 2},
+		{"task changes", func(s string) string { return strings.Replace(s, `"name": "web"`, `"name": "www"`, 1) }, 3},
+		{"task killed", func(s string) string {
+			return strings.Replace(s, `"state": "TASK_RUNNING", "resources": {"ports": "[]"}`, `"state": "TASK_KILLED", "resources": {"ports": "[]"}`, 1)
+		}, 3},
+		{"agent gone", func(s string) string {
+			return strings.Replace(s, `"20170101-000000-16777343-5050-1234-S1", "pid"`, `"20170101-000000-16777343-5050-1234-S7", "pid"`, 1)
+		}, 3},
+		{"back", func(string) string { return dnstest.SampleState }, 7}, // web, the killed task, the agent's tasks
+	}
+	for _, step := range steps {
+		s = step.edit(s)
+		st, err := d.Decode(strings.NewReader(s))
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		decoded := 0
+		for _, f := range st.Frameworks {
+			for _, task := range f.Tasks {
+				if task != nil {
+					decoded++
+				}
+			}
+		}
+		if decoded != step.decoded {
+			t.Errorf("%s: decoded %d tasks, want %d", step.name, decoded, step.decoded)
+		}
+		z.UpdateState(st)
+		fresh := New(opt)
+		fresh.PutEndpoint("ep1", ep)
+		fresh.UpdateState(decode(t, s))
+		if got, want := z.AXFR(), fresh.AXFR(); !reflect.DeepEqual(sortedRecords(got), sortedRecords(want)) {
+			t.Errorf("%s: records differ from a fresh build:\ngot  %v\nwant %v", step.name, got, want)
+		}
+		if got, want := z.Enumerate(), fresh.Enumerate(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: enumerate differs from a fresh build:\ngot  %+v\nwant %+v", step.name, got, want)
+		}
+	}
+	// Registry addresses still reach tasks that were never decoded again.
+	z.PutEndpoint("ep1", &petrelv1.Endpoint{ContainerId: "c-web", Ips: []string{"10.9.0.2"}})
+	if got := addrs(z, "web.marathon.mesos."); got != "10.9.0.2" {
+		t.Errorf("after the endpoint moved: got %q, want 10.9.0.2", got)
+	}
+}
+
+func sortedRecords(r Records) Records {
+	for _, m := range []map[string][]string{r.As, r.AAAAs, r.SRVs} {
+		for k := range m {
+			slices.Sort(m[k])
+		}
+	}
+	return r
 }
