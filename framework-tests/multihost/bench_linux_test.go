@@ -44,6 +44,7 @@ type appliedTracker struct {
 	t0      time.Time // when the target's endpoint write was seen
 	reached chan time.Duration
 	ep      string // endpoint key whose write starts the clock
+	puts    int    // applied writes seen
 }
 
 func trackApplied(ctx context.Context, cli *clientv3.Client, hosts []string) *appliedTracker {
@@ -70,6 +71,7 @@ func trackApplied(ctx context.Context, cli *clientv3.Client, hosts []string) *ap
 				case k == a.ep && ev.Type == clientv3.EventTypePut:
 					a.target, a.t0 = ev.Kv.ModRevision, now
 				case strings.HasPrefix(k, registry.AppliedPrefix) && ev.Type == clientv3.EventTypePut:
+					a.puts++
 					v, _ := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
 					a.applied[strings.TrimPrefix(k, registry.AppliedPrefix)] = v
 				}
@@ -102,6 +104,67 @@ func (a *appliedTracker) expect(ep string) {
 	a.mu.Unlock()
 }
 
+// floor is the baseline of the convergence figures, measured in the same
+// lab: one etcd write until a watch delivers it, the least any agent needs
+// to publish its applied revision. The key lies outside the registry, so
+// no agent sees it.
+type floor struct {
+	cli *clientv3.Client
+	wch clientv3.WatchChan
+	ds  []time.Duration
+}
+
+const floorKey = "/petrel-bench/floor"
+
+func newFloor(ctx context.Context, cli *clientv3.Client) *floor {
+	return &floor{cli: cli, wch: cli.Watch(ctx, floorKey)}
+}
+
+// measure writes the key once and waits for its event.
+func (f *floor) measure(tb testing.TB, ctx context.Context) {
+	tb.Helper()
+	t0 := time.Now()
+	if _, err := f.cli.Put(ctx, floorKey, t0.String()); err != nil {
+		tb.Fatal(err)
+	}
+	select {
+	case <-f.wch:
+		f.ds = append(f.ds, time.Since(t0))
+	case <-time.After(30 * time.Second):
+		tb.Fatal("floor write not seen within 30s")
+	}
+}
+
+// procCPU is a process's user+system CPU time.
+func procCPU(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Fields after the command name: state is 3, utime 14, stime 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// cpuMeter sums the CPU time of groups of processes between two points.
+type cpuMeter struct {
+	pids  map[string][]int
+	start map[string]time.Duration
+}
+
+func (m *cpuMeter) read(tb testing.TB) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for k, ps := range m.pids {
+		for _, p := range ps {
+			out[k] += procCPU(tb, p)
+		}
+	}
+	return out
+}
+
 func percentile(ds []time.Duration, p float64) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -110,10 +173,13 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 // BenchmarkConvergence: the time from a container's endpoint write (an
-// attach on h1) until every other agent (2 real petrelds plus 100 simulated
+// attach on h1) until every agent (the 3 real petrelds plus 100 simulated
 // watchers running the real cluster and routes code over a fake kernel, each
 // with its own etcd client) has reconciled and published its applied
-// revision.
+// revision. The baseline, measured after each attach in the same lab, is
+// one etcd write until its watch event (floor). It also reports the applied
+// writes and the CPU time of etcd, the watchers and the agents per attach:
+// on 2 cores the figure is CPU-bound.
 func BenchmarkConvergence(b *testing.B) {
 	const sims, attaches = 100, 40
 	l := newLab(b, false)
@@ -162,6 +228,18 @@ func BenchmarkConvergence(b *testing.B) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	var ds []time.Duration
+	fl := newFloor(ctx, etcdClient(b, l.etcd))
+	cpu := &cpuMeter{pids: map[string][]int{"simwatch": {sim.Process.Pid}}}
+	for _, m := range l.etcd.members {
+		cpu.pids["etcd"] = append(cpu.pids["etcd"], m.cmd.Process.Pid)
+	}
+	for _, n := range []string{"h1", "h2", "h3"} {
+		cpu.pids["petreld"] = append(cpu.pids["petreld"], l.hosts[n].agent.cmd.Process.Pid)
+	}
+	cpu0 := cpu.read(b)
+	tr.mu.Lock()
+	puts0 := tr.puts
+	tr.mu.Unlock()
 	b.ResetTimer()
 	for range attaches {
 		l.ids++
@@ -185,13 +263,29 @@ func BenchmarkConvergence(b *testing.B) {
 		case <-time.After(30 * time.Second):
 			b.Fatal("not converged within 30s")
 		}
+		fl.measure(b, ctx)
 	}
 	b.StopTimer()
+	cpu1 := cpu.read(b)
+	tr.mu.Lock()
+	puts := float64(tr.puts-puts0) / attaches
+	tr.mu.Unlock()
 	b.ReportMetric(float64(percentile(ds, 0.5))/1e6, "p50-ms")
 	b.ReportMetric(float64(percentile(ds, 0.99))/1e6, "p99-ms")
 	b.ReportMetric(float64(percentile(ds, 1))/1e6, "max-ms")
-	b.Logf("convergence over %d attaches, %d hosts: p50 %v p99 %v max %v", len(ds), len(hosts),
-		percentile(ds, 0.5), percentile(ds, 0.99), percentile(ds, 1))
+	b.ReportMetric(float64(percentile(fl.ds, 0.5))/1e6, "floor-p50-ms")
+	b.ReportMetric(float64(percentile(ds, 0.5))/float64(percentile(fl.ds, 0.5)), "p50/floor")
+	b.ReportMetric(puts, "applied-writes/attach")
+	var parts []string
+	for _, k := range []string{"etcd", "simwatch", "petreld"} {
+		ms := float64(cpu1[k]-cpu0[k]) / 1e6 / attaches
+		b.ReportMetric(ms, k+"-cpu-ms/attach")
+		parts = append(parts, fmt.Sprintf("%s %.1f ms", k, ms))
+	}
+	b.Logf("convergence over %d attaches, %d hosts: p50 %v p99 %v max %v; floor (one etcd write to its watch event) p50 %v p99 %v",
+		len(ds), len(hosts), percentile(ds, 0.5), percentile(ds, 0.99), percentile(ds, 1),
+		percentile(fl.ds, 0.5), percentile(fl.ds, 0.99))
+	b.Logf("per attach: %.1f applied writes; CPU %s", puts, strings.Join(parts, ", "))
 }
 
 // BenchmarkScale feeds one real petreld (in its own namespace) the records
@@ -244,6 +338,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 	// One change at a time: a block appears or goes for a simulated host.
 	var ds []time.Duration
+	fl := newFloor(ctx, cli)
 	blk := registry.Block{Pool: "p", CIDR: "10.255.0.0/26", Host: "sim0001"}
 	v, _ := registry.EncodeJSON(blk)
 	for i := range 40 {
@@ -275,15 +370,18 @@ func BenchmarkScale(b *testing.B) {
 		case <-time.After(30 * time.Second):
 			b.Fatal("change not applied in 30s")
 		}
+		fl.measure(b, ctx)
 	}
 	b.StopTimer()
 	rss := rssKiB(b, h.agent.cmd.Process.Pid)
 	b.ReportMetric(full.Seconds(), "program-all-s")
 	b.ReportMetric(float64(percentile(ds, 0.5))/1e6, "change-p50-ms")
 	b.ReportMetric(float64(percentile(ds, 0.99))/1e6, "change-p99-ms")
+	b.ReportMetric(float64(percentile(fl.ds, 0.5))/1e6, "floor-p50-ms")
+	b.ReportMetric(float64(percentile(ds, 0.5))/float64(percentile(fl.ds, 0.5)), "change-p50/floor")
 	b.ReportMetric(float64(rss)/1024, "rss-MiB")
-	b.Logf("1000 hosts, 5000 routes: program all %v; one change p50 %v p99 %v; RSS %d KiB",
-		full, percentile(ds, 0.5), percentile(ds, 0.99), rss)
+	b.Logf("1000 hosts, 5000 routes: program all %v; one change p50 %v p99 %v; floor (one etcd write to its watch event) p50 %v p99 %v; RSS %d KiB",
+		full, percentile(ds, 0.5), percentile(ds, 0.99), percentile(fl.ds, 0.5), percentile(fl.ds, 0.99), rss)
 }
 
 func rssKiB(tb testing.TB, pid int) int64 {
@@ -376,12 +474,27 @@ func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbp
 // two namespaces, between two hosts' namespaces over their underlay (veth,
 // bridge namespace, veth), between containers on those two hosts (plain
 // routing: the underlay plus a container veth at each end), and between
-// containers on two subnets (VXLAN through the router).
+// containers on two subnets (VXLAN through the router). It runs twice:
+// with the agents' netgroup policy off (the routed dataplane alone, issue 4's
+// target) and on (nftables and connection tracking in every host namespace,
+// the default; its own cost is BenchmarkIperfPolicy's subject).
 func BenchmarkThroughput(b *testing.B) {
+	for _, pol := range []string{"off", "on"} {
+		b.Run("policy="+pol, func(b *testing.B) {
+			var extra []string
+			if pol == "off" {
+				extra = []string{"--policy=false"}
+			}
+			benchThroughput(b, extra)
+		})
+	}
+}
+
+func benchThroughput(b *testing.B, agentArgs []string) {
 	const secs = 4
 	l := newLab(b, false)
 	for _, n := range []string{"h1", "h2", "h4"} {
-		l.start(n)
+		l.start(n, agentArgs...)
 	}
 	ctx := context.Background()
 	if _, err := l.ipam("h1").AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: "mh", Cidr: "10.1.0.0/16", BlockSize: 26}}); err != nil {

@@ -24,6 +24,18 @@ type Reconciler interface {
 	Reconcile(ctx context.Context, s *registry.Snapshot) error
 }
 
+// IncrementalReconciler is a Reconciler that can also apply just the records
+// a batch of watch events touched. The watch loop calls ReconcileChanged
+// after each batch with the registry keys (hosts/, blocks/, ips/,
+// endpoints/) put or deleted since its previous call to either method,
+// whether or not the change is relevant (so that the reconciler's own
+// indexes stay exact), and calls Reconcile after every (re)list, on every
+// resync tick and after the reconciler returned an error.
+type IncrementalReconciler interface {
+	Reconciler
+	ReconcileChanged(ctx context.Context, s *registry.Snapshot, changed []string) error
+}
+
 // BlockFreer frees a host's blocks once they hold no allocations. The IPAM
 // implements it.
 type BlockFreer interface {
@@ -74,18 +86,22 @@ type Cluster struct {
 	reconcilers []Reconciler // fixed once Run starts
 
 	snap *registry.Snapshot // owned by the watch loop
+	pend pending            // owned by the watch loop
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every state change
-	live     map[string]*petrelv1.Host
-	applied  map[string]int64
-	pos      int64   // watch position: every event <= pos is in snap
-	relevant []int64 // ascending recent relevant revisions (bounded)
-	synced   bool    // a list has completed
-	lastOK   int64   // position at the last successful reconcile
-	publish  int64   // applied revision to publish (latest wins)
-	wctx     context.Context
-	pubKick  chan struct{}
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every state change
+	live    map[string]*petrelv1.Host
+	applied map[string]int64
+	// appliedRev is the revision applied was last read at (the watch, when
+	// it runs, keeps it current).
+	appliedRev int64
+	pos        int64   // watch position: every event <= pos is in snap
+	relevant   []int64 // ascending recent relevant revisions (bounded)
+	synced     bool    // a list has completed
+	lastOK     int64   // position at the last successful reconcile
+	publish    int64   // applied revision to publish (latest wins)
+	wctx       context.Context
+	pubKick    chan struct{}
 
 	runCtx         context.Context // Run's context, for the applied watch
 	appliedWatch   bool            // the applied watch runs
@@ -96,6 +112,47 @@ type Cluster struct {
 }
 
 const relevantKeep = 4096
+
+// pending is what the next reconcile pass has to take in.
+type pending struct {
+	keys []string            // registry keys changed since the last pass
+	seen map[string]struct{} // keys, as a set
+	// full asks every reconciler for a full Reconcile: after a (re)list,
+	// on a resync tick, or when too many keys piled up.
+	full bool
+	// relevant: something reconcilers read changed since the last
+	// successful pass, so the pass must publish the applied revision.
+	relevant bool
+	// needFull marks reconcilers whose last call failed.
+	needFull []bool
+}
+
+// pendingKeysMax bounds the keys one pass hands over; past it the pass is a
+// full one.
+const pendingKeysMax = 4096
+
+func (p *pending) add(key string) {
+	if p.full {
+		return
+	}
+	if _, ok := p.seen[key]; ok {
+		return
+	}
+	if len(p.keys) >= pendingKeysMax {
+		p.setFull()
+		return
+	}
+	if p.seen == nil {
+		p.seen = map[string]struct{}{}
+	}
+	p.seen[key] = struct{}{}
+	p.keys = append(p.keys, key)
+}
+
+func (p *pending) setFull() {
+	p.full = true
+	p.keys, p.seen = nil, nil
+}
 
 // New returns a Cluster for the host record h (Name required). Call Run.
 func New(client *clientv3.Client, h *petrelv1.Host, opts ...Option) (*Cluster, error) {
@@ -188,9 +245,13 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 	snap.Revision = rev
 	snap.HostsRevision, snap.BlocksRevision, snap.AllocationsRevision, snap.EndpointsRevision = rev, rev, rev, rev
 	c.snap = snap
+	c.pend.setFull()
+	c.pend.relevant = true
 	c.mu.Lock()
 	c.live = cloneHosts(snap.Hosts)
-	c.applied = applied
+	if !c.appliedWatch {
+		c.applied, c.appliedRev = applied, rev
+	}
 	c.pos = rev
 	c.noteRelevantLocked(rev)
 	c.synced = true
@@ -228,6 +289,7 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ticker.C:
+			c.pend.setFull()
 			dirty = true
 		case <-retry:
 			retry = nil
@@ -260,24 +322,29 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 	}
 }
 
-// applyWatch folds one watch response into the snapshot and reports whether
-// anything relevant changed.
+// applyWatch folds one watch response into the snapshot, queues the keys it
+// changed for the next pass and reports whether a pass is needed.
 func (c *Cluster) applyWatch(wr *clientv3.WatchResponse) bool {
-	relevant := int64(0)
+	relevantRev := int64(0)
+	dirty := false
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, ev := range wr.Events {
 		key := string(ev.Kv.Key)
 		rev := ev.Kv.ModRevision
-		changed := false
+		var ch change
 		if ev.Type == clientv3.EventTypeDelete {
-			changed = applyDelete(c.snap, c.applied, key)
+			ch = applyDelete(c.snap, c.applied, key)
 		} else {
-			changed = applyPut(c.snap, c.applied, key, ev.Kv.Value)
+			ch = applyPut(c.snap, c.applied, key, ev.Kv.Value)
 		}
-		if changed {
-			relevant = rev
+		if ch != unchanged {
 			markChanged(c.snap, key, rev)
+			c.pend.add(key)
+			dirty = true
+		}
+		if ch == relevant {
+			relevantRev = rev
 		}
 		if strings.HasPrefix(key, registry.HostsPrefix) {
 			name := strings.TrimPrefix(key, registry.HostsPrefix)
@@ -294,12 +361,13 @@ func (c *Cluster) applyWatch(wr *clientv3.WatchResponse) bool {
 	if wr.Header.Revision > c.pos {
 		c.pos = wr.Header.Revision
 	}
-	if relevant != 0 {
-		c.noteRelevantLocked(relevant)
+	if relevantRev != 0 {
+		c.noteRelevantLocked(relevantRev)
+		c.pend.relevant = true
 	}
 	c.snap.Revision = c.pos
 	c.broadcastLocked()
-	return relevant != 0
+	return dirty
 }
 
 // component names a reconciler by its package ("routes", "policy") for
@@ -312,16 +380,41 @@ func component(r Reconciler) string {
 	return name
 }
 
-// reconcile runs every reconciler over the snapshot and, when all succeed,
-// schedules the applied revision for publishing.
+// reconcile runs one pass: every reconciler takes in what changed since the
+// last pass (incrementally when it can), and when all succeed after a
+// relevant change, the applied revision is scheduled for publishing.
+// Reconcilers that are not incremental run only when something relevant
+// changed: they read nothing else.
 func (c *Cluster) reconcile(ctx context.Context) error {
 	c.mu.Lock()
 	pos := c.pos
 	c.mu.Unlock()
 	c.snap.Revision = pos
+	p := &c.pend
+	keys, full, rel := p.keys, p.full, p.relevant
+	p.keys, p.seen, p.full = nil, nil, false
+	if len(p.needFull) != len(c.reconcilers) {
+		p.needFull = make([]bool, len(c.reconcilers))
+	}
 	var errs []error
-	for _, r := range c.reconcilers {
-		if err := r.Reconcile(ctx, c.snap); err != nil {
+	for i, r := range c.reconcilers {
+		inc, incremental := r.(IncrementalReconciler)
+		var err error
+		switch {
+		case full || p.needFull[i]:
+			err = r.Reconcile(ctx, c.snap)
+		case incremental:
+			if len(keys) == 0 {
+				continue
+			}
+			err = inc.ReconcileChanged(ctx, c.snap, keys)
+		case rel:
+			err = r.Reconcile(ctx, c.snap)
+		default:
+			continue
+		}
+		p.needFull[i] = err != nil
+		if err != nil {
 			errs = append(errs, err)
 			c.mu.Lock()
 			if c.reconcileErrs == nil {
@@ -334,15 +427,19 @@ func (c *Cluster) reconcile(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	p.relevant = false
 	c.mu.Lock()
 	c.lastOK = pos
-	if pos > c.publish {
+	publish := (rel || full) && pos > c.publish
+	if publish {
 		c.publish = pos
 	}
 	c.mu.Unlock()
-	select {
-	case c.pubKick <- struct{}{}:
-	default:
+	if publish {
+		select {
+		case c.pubKick <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
@@ -374,78 +471,140 @@ func (c *Cluster) broadcastLocked() {
 	c.changed = make(chan struct{})
 }
 
-// applyPut folds a put into s (or applied) and reports whether reconcilers
-// care. Undecodable records are skipped: one bad record must not stop the
-// cluster.
-func applyPut(s *registry.Snapshot, applied map[string]int64, key string, val []byte) bool {
+// change says what folding one event into the snapshot did.
+type change uint8
+
+const (
+	// unchanged: no record reconcilers get changed (an applied revision,
+	// an identical rewrite, a key outside the records, a bad record).
+	unchanged change = iota
+	// stored: a record changed, but in nothing a reconciler reads: a
+	// block's counters, an address inside its own host's block.
+	stored
+	// relevant: a record changed in what some reconciler reads: a host
+	// record, a block's owner, an address that needs its own route, an
+	// endpoint. Only these revisions count for convergence.
+	relevant
+)
+
+// applyPut folds a put into s (or applied) and says what changed for
+// reconcilers. Undecodable records are skipped: one bad record must not stop
+// the cluster.
+func applyPut(s *registry.Snapshot, applied map[string]int64, key string, val []byte) change {
 	switch {
 	case strings.HasPrefix(key, registry.AppliedPrefix):
 		if rev, err := strconv.ParseInt(strings.TrimSpace(string(val)), 10, 64); err == nil {
 			applied[strings.TrimPrefix(key, registry.AppliedPrefix)] = rev
 		}
-		return false
+		return unchanged
 	case strings.HasPrefix(key, registry.HostsPrefix):
 		h, err := registry.DecodeHost(val)
 		if err != nil {
-			return false
+			return unchanged
 		}
 		name := strings.TrimPrefix(key, registry.HostsPrefix)
 		if h.Name == "" {
 			h.Name = name
 		}
+		if old, ok := s.Hosts[name]; ok && proto.Equal(old, h) {
+			return unchanged // the record rewritten with a new lease
+		}
 		s.Hosts[name] = h
-		return true
+		return relevant
 	case strings.HasPrefix(key, registry.BlocksPrefix):
 		cidr := blockCIDR(key)
 		b, err := registry.DecodeBlock(val)
 		if err != nil || cidr == "" {
-			return false
+			return unchanged
 		}
 		// The key names the block; put and delete must agree on it.
 		b.CIDR = cidr
+		old, ok := s.Blocks[cidr]
 		s.Blocks[cidr] = b
-		return true
+		if ok && old.Host == b.Host && old.Pool == b.Pool {
+			return stored
+		}
+		return relevant
 	case strings.HasPrefix(key, registry.IPsPrefix):
 		a, err := registry.DecodeAllocation(val)
 		if err != nil {
-			return false
+			return unchanged
 		}
 		a.IP = key[strings.LastIndexByte(key, '/')+1:]
+		old, ok := s.Allocations[a.IP]
 		s.Allocations[a.IP] = a
-		return true
+		switch {
+		case !ok && coveredByBlock(s, a):
+			return stored
+		case ok && coveredByBlock(s, old) && coveredByBlock(s, a):
+			return stored
+		case ok && old.Host == a.Host && old.Block == a.Block:
+			return stored // the same /32 route
+		}
+		return relevant
 	case strings.HasPrefix(key, registry.EndpointsPrefix):
 		ep, err := registry.DecodeEndpoint(val)
 		if err != nil {
-			return false
+			return unchanged
+		}
+		if old, ok := s.Endpoints[key]; ok && proto.Equal(old, ep) {
+			return unchanged
 		}
 		s.Endpoints[key] = ep
+		return relevant
+	}
+	return unchanged
+}
+
+// coveredByBlock reports whether address a needs no route of its own
+// anywhere: nobody holds it, or its holder owns its block (whose route
+// covers it).
+func coveredByBlock(s *registry.Snapshot, a registry.Allocation) bool {
+	if a.Host == "" {
 		return true
 	}
-	return false
+	b, ok := s.Blocks[a.Block]
+	return ok && b.Host == a.Host
 }
 
 // applyDelete is applyPut for deletions.
-func applyDelete(s *registry.Snapshot, applied map[string]int64, key string) bool {
+func applyDelete(s *registry.Snapshot, applied map[string]int64, key string) change {
 	switch {
 	case strings.HasPrefix(key, registry.AppliedPrefix):
 		delete(applied, strings.TrimPrefix(key, registry.AppliedPrefix))
-		return false
+		return unchanged
 	case strings.HasPrefix(key, registry.HostsPrefix):
-		delete(s.Hosts, strings.TrimPrefix(key, registry.HostsPrefix))
-		return true
+		return deleted(s.Hosts, strings.TrimPrefix(key, registry.HostsPrefix))
 	case strings.HasPrefix(key, registry.BlocksPrefix):
-		if cidr := blockCIDR(key); cidr != "" {
-			delete(s.Blocks, cidr)
+		cidr := blockCIDR(key)
+		if cidr == "" {
+			return unchanged
 		}
-		return true
+		return deleted(s.Blocks, cidr)
 	case strings.HasPrefix(key, registry.IPsPrefix):
-		delete(s.Allocations, key[strings.LastIndexByte(key, '/')+1:])
-		return true
+		ip := key[strings.LastIndexByte(key, '/')+1:]
+		a, ok := s.Allocations[ip]
+		if !ok {
+			return unchanged
+		}
+		delete(s.Allocations, ip)
+		if coveredByBlock(s, a) {
+			return stored
+		}
+		return relevant
 	case strings.HasPrefix(key, registry.EndpointsPrefix):
-		delete(s.Endpoints, key)
-		return true
+		return deleted(s.Endpoints, key)
 	}
-	return false
+	return unchanged
+}
+
+// deleted removes k from m: relevant if it was there.
+func deleted[V any](m map[string]V, k string) change {
+	if _, ok := m[k]; !ok {
+		return unchanged
+	}
+	delete(m, k)
+	return relevant
 }
 
 // markChanged records the revision of a change in the map key belongs to.

@@ -36,11 +36,14 @@ type View struct {
 	Hosts []HostState
 }
 
-// Status returns the current view.
+// Status returns the current view. Unless WaitConverged keeps the applied
+// revisions followed, it reads them once: a status call or a metrics scrape
+// must not leave behind a watch that delivers every other agent's applied
+// writes to this one (with every agent scraped, N² events per change).
 func (c *Cluster) Status() View {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c.demandApplied(ctx)
+	c.readApplied(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.viewLocked(c.pos)
@@ -174,6 +177,31 @@ func (c *Cluster) RemoveHost(ctx context.Context, name string) ([]string, error)
 	return freed, nil
 }
 
+// readApplied lists applied/ unless the applied watch runs (which keeps
+// them current).
+func (c *Cluster) readApplied(ctx context.Context) {
+	c.mu.Lock()
+	running := c.appliedWatch
+	c.mu.Unlock()
+	if running {
+		return
+	}
+	resp, err := c.client.Get(ctx, registry.AppliedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	applied := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		applyPut(nil, applied, string(kv.Key), kv.Value)
+	}
+	c.mu.Lock()
+	if !c.appliedWatch && resp.Header.Revision >= c.appliedRev {
+		c.applied, c.appliedRev = applied, resp.Header.Revision
+		c.broadcastLocked()
+	}
+	c.mu.Unlock()
+}
+
 // demandApplied makes sure the applied revisions are followed: it lists
 // applied/ and starts a watch on it unless one runs. The watch stops after
 // appliedIdleFor without demand, so that idle agents do not receive every
@@ -200,7 +228,7 @@ func (c *Cluster) demandApplied(ctx context.Context) {
 		return
 	}
 	c.appliedWatch = true
-	c.applied = applied
+	c.applied, c.appliedRev = applied, resp.Header.Revision
 	c.broadcastLocked()
 	c.mu.Unlock()
 	go c.followApplied(runCtx, resp.Header.Revision+1)

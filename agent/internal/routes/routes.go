@@ -5,11 +5,16 @@
 //
 // Deciding is split from doing: Desired computes the wanted State from a
 // registry.Snapshot, diff compares it with the actual state and yields the
-// few netlink calls that close the gap. Routes Petrel owns carry the route
-// protocol Protocol, so routes of anyone else (including the per-container
-// /32 routes of the dataplane) are never touched, and a route that is already
-// right is never removed and re-added. They use metric Metric, so a local
-// container route always beats a remote claim on the same address.
+// few netlink calls that close the gap. On a watch event the same happens
+// for just the prefixes the changed records map to (ReconcileChanged): the
+// reconciler keeps the desired state with an index from records to prefixes
+// and a mirror of what it programmed, so one change costs what it touches.
+//
+// Routes Petrel owns carry the route protocol Protocol, so routes of anyone
+// else (including the per-container /32 routes of the dataplane) are never
+// touched, and a route that is already right is never removed and re-added.
+// They use metric Metric, so a local container route always beats a remote
+// claim on the same address.
 //
 // # VXLAN addressing
 //
@@ -26,8 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -137,69 +141,7 @@ type Self struct {
 
 // Desired computes the state host self wants from snapshot s.
 func Desired(self Self, s *registry.Snapshot) *State {
-	st := &State{
-		Routes: make(map[netip.Prefix]Route, len(s.Blocks)+len(s.Allocations)),
-		Neigh:  map[netip.Addr]string{},
-		FDB:    map[string]netip.Addr{},
-	}
-	via := func(h *petrelv1.Host, v6 bool) (Route, bool) {
-		if h == nil {
-			return Route{}, false
-		}
-		if v6 {
-			a, err := netip.ParseAddr(h.GetAddressV6())
-			if err != nil {
-				return Route{}, false
-			}
-			return Route{Via: a}, true
-		}
-		a, err := netip.ParseAddr(h.GetAddress())
-		if err != nil || !a.Is4() {
-			return Route{}, false
-		}
-		if self.Subnet.Contains(a) {
-			return Route{Via: a}, true
-		}
-		if self.VXLANDev == "" || h.GetVxlanMac() == "" {
-			return Route{}, false
-		}
-		mac := strings.ToLower(h.GetVxlanMac())
-		st.Neigh[a] = mac
-		st.FDB[mac] = a
-		return Route{Via: a, Dev: self.VXLANDev, Onlink: true}, true
-	}
-	for cidr, b := range s.Blocks {
-		p, err := netip.ParsePrefix(cidr)
-		if err != nil {
-			continue
-		}
-		p = p.Masked()
-		if b.Host == self.Name {
-			st.Routes[p] = Route{Dst: p, Kind: Unreachable}
-			continue
-		}
-		if r, ok := via(s.Hosts[b.Host], p.Addr().Is6()); ok {
-			r.Dst = p
-			st.Routes[p] = r
-		}
-	}
-	for ip, a := range s.Allocations {
-		if a.Host == "" || a.Host == self.Name {
-			continue
-		}
-		if b, ok := s.Blocks[a.Block]; ok && b.Host == a.Host {
-			continue // covered by the block route
-		}
-		addr, err := netip.ParseAddr(ip)
-		if err != nil {
-			continue
-		}
-		if r, ok := via(s.Hosts[a.Host], addr.Is6()); ok {
-			r.Dst = netip.PrefixFrom(addr, addr.BitLen())
-			st.Routes[r.Dst] = r
-		}
-	}
-	return st
+	return buildModel(self, s).state()
 }
 
 // Plan is the set of changes that turns actual into desired.
@@ -220,7 +162,7 @@ func (p *Plan) Empty() bool {
 
 // diff compares desired with actual. It is pure.
 func diff(desired, actual *State) *Plan {
-	p := &Plan{SetFDB: map[string]netip.Addr{}, DelFDB: map[string]netip.Addr{}, SetNeigh: map[netip.Addr]string{}}
+	p := newPlan()
 	for dst, d := range desired.Routes {
 		if a, ok := actual.Routes[dst]; !ok || !d.matches(a) {
 			p.Replace = append(p.Replace, d)
@@ -234,6 +176,41 @@ func diff(desired, actual *State) *Plan {
 			p.Delete = append(p.Delete, a)
 		}
 	}
+	diffVXLAN(p, desired, actual)
+	p.sort()
+	return p
+}
+
+// diffPrefixes is diff restricted to the routes to the prefixes in only,
+// plus the neighbour and FDB entries when vxlan is set. It is pure.
+func diffPrefixes(desired, actual *State, only map[netip.Prefix]struct{}, vxlan bool) *Plan {
+	p := newPlan()
+	for dst := range only {
+		d, want := desired.Routes[dst]
+		a, have := actual.Routes[dst]
+		switch {
+		case want && (!have || !d.matches(a)):
+			p.Replace = append(p.Replace, d)
+		case !want && have:
+			p.Delete = append(p.Delete, a)
+		}
+		if want && d.Onlink {
+			p.NeedVXLAN = true
+		}
+	}
+	if vxlan {
+		diffVXLAN(p, desired, actual)
+	}
+	p.sort()
+	return p
+}
+
+func newPlan() *Plan {
+	return &Plan{SetFDB: map[string]netip.Addr{}, DelFDB: map[string]netip.Addr{}, SetNeigh: map[netip.Addr]string{}}
+}
+
+// diffVXLAN adds the neighbour and FDB changes to p.
+func diffVXLAN(p *Plan, desired, actual *State) {
 	for mac, dst := range desired.FDB {
 		if a, ok := actual.FDB[mac]; !ok || a != dst {
 			p.SetFDB[mac] = dst
@@ -254,18 +231,20 @@ func diff(desired, actual *State) *Plan {
 			p.DelNeigh = append(p.DelNeigh, ip)
 		}
 	}
+}
+
+func (p *Plan) sort() {
 	sortRoutes(p.Replace)
 	sortRoutes(p.Delete)
-	sort.Slice(p.DelNeigh, func(i, j int) bool { return p.DelNeigh[i].Less(p.DelNeigh[j]) })
-	return p
+	slices.SortFunc(p.DelNeigh, netip.Addr.Compare)
 }
 
 func sortRoutes(rs []Route) {
-	sort.Slice(rs, func(i, j int) bool {
-		if c := rs[i].Dst.Addr().Compare(rs[j].Dst.Addr()); c != 0 {
-			return c < 0
+	slices.SortFunc(rs, func(a, b Route) int {
+		if c := a.Dst.Addr().Compare(b.Dst.Addr()); c != 0 {
+			return c
 		}
-		return rs[i].Dst.Bits() < rs[j].Dst.Bits()
+		return a.Dst.Bits() - b.Dst.Bits()
 	})
 }
 
@@ -303,7 +282,16 @@ type Config struct {
 	ResyncInterval time.Duration
 }
 
-// Reconciler programs routes; it implements cluster.Reconciler.
+// Reconciler programs routes; it implements cluster.Reconciler and
+// cluster.IncrementalReconciler.
+//
+// It keeps the desired state with its index (model) and a mirror of what it
+// programmed (actual). Reconcile recomputes everything from the snapshot and
+// diffs it against the mirror, or against a fresh listing of the kernel at
+// start-up, after an error and once per resync interval. ReconcileChanged
+// recomputes only the prefixes the changed records map to and diffs those
+// against the mirror: its cost follows the change, not the cluster. Drift
+// made by someone else between two listings is repaired at the next one.
 type Reconciler struct {
 	ops    netOps
 	self   Self
@@ -313,6 +301,7 @@ type Reconciler struct {
 
 	mu       sync.Mutex
 	inputs   [3]int64 // hosts, blocks, allocations revisions last applied
+	model    *model   // nil: build from the snapshot next time
 	actual   *State   // nil: list the kernel next time
 	listed   time.Time
 	vxlanUp  bool
@@ -367,38 +356,82 @@ func newWithOps(ops netOps, cfg Config) (*Reconciler, error) {
 	return r, nil
 }
 
-// Reconcile brings the kernel in line with the snapshot. It applies every
-// change it can, joins the errors, and lists the kernel again after an error
-// or when the cached state is older than the resync interval.
+// Reconcile brings the kernel in line with the snapshot: it rebuilds the
+// desired state from every record and diffs it against the programmed state,
+// which it lists from the kernel first at start-up, after an error or when
+// the last listing is older than the resync interval. Routes that are
+// already right are left alone. It applies every change it can and joins the
+// errors.
 func (r *Reconciler) Reconcile(_ context.Context, s *registry.Snapshot) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.reconcileLocked(s)
+}
+
+// ReconcileChanged is Reconcile for a snapshot that differs from the one of
+// the previous call only in the records under the registry keys in changed
+// (puts and deletes; keys of other kinds are ignored). It recomputes and
+// diffs just the prefixes those records map to, trusting the programmed
+// state for the rest. When there is no previous state (first call, after an
+// error) or a listing is due, it does what Reconcile does.
+func (r *Reconciler) ReconcileChanged(_ context.Context, s *registry.Snapshot, changed []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.model == nil || r.listDue() {
+		return r.reconcileLocked(s)
+	}
+	inputs := [3]int64{s.HostsRevision, s.BlocksRevision, s.AllocationsRevision}
+	touched, vx := r.model.update(s, changed)
+	var errs []error
+	if r.self.VXLANDev != "" && !r.vxlanUp {
+		errs = append(errs, r.ensureVXLANLocked())
+	}
+	p := diffPrefixes(r.model.state(), r.actual, touched, vx)
+	return r.applyLocked(p, inputs, errs)
+}
+
+// listDue reports whether the programmed state must be read from the
+// kernel: there is none, or the last listing is a resync interval old.
+func (r *Reconciler) listDue() bool {
 	// 9/10: the cluster's resync ticker runs at the same interval, and a
 	// tick a hair early must not push the kernel check to the next one.
-	resync := r.actual == nil || r.now().Sub(r.listed) >= r.resync*9/10
+	return r.actual == nil || r.now().Sub(r.listed) >= r.resync*9/10
+}
+
+func (r *Reconciler) reconcileLocked(s *registry.Snapshot) error {
+	resync := r.listDue()
 	inputs := [3]int64{s.HostsRevision, s.BlocksRevision, s.AllocationsRevision}
-	if !resync && inputs != [3]int64{} && inputs == r.inputs {
+	if !resync && r.model != nil && inputs != [3]int64{} && inputs == r.inputs {
 		// Only endpoints changed: routes do not depend on them.
 		r.lastPlan = &Plan{}
 		return nil
 	}
-	desired := Desired(r.self, s)
+	r.model = buildModel(r.self, s)
 	var errs []error
-	relisted := false
 	if resync {
 		if err := r.listLocked(); err != nil {
 			return err
 		}
-		relisted = true
 	}
-	if r.self.VXLANDev != "" && (!r.vxlanUp || relisted) {
-		if err := r.ops.EnsureVXLAN(r.vxlan); err != nil {
-			errs = append(errs, fmt.Errorf("routes: vxlan device %s: %w", r.vxlan.Name, err))
-		} else {
-			r.vxlanUp = true
-		}
+	if r.self.VXLANDev != "" && (!r.vxlanUp || resync) {
+		errs = append(errs, r.ensureVXLANLocked())
 	}
-	p := diff(desired, r.actual)
+	return r.applyLocked(diff(r.model.state(), r.actual), inputs, errs)
+}
+
+func (r *Reconciler) ensureVXLANLocked() error {
+	if err := r.ops.EnsureVXLAN(r.vxlan); err != nil {
+		r.vxlanUp = false
+		return fmt.Errorf("routes: vxlan device %s: %w", r.vxlan.Name, err)
+	}
+	r.vxlanUp = true
+	return nil
+}
+
+// applyLocked carries out plan p, keeps the mirror in step with every call
+// that succeeded, and on any error (including those in errs) forgets the
+// mirror so that the next call lists the kernel again.
+func (r *Reconciler) applyLocked(p *Plan, inputs [3]int64, errs []error) error {
 	r.lastPlan = p
 	a := r.actual
 	dev := r.vxlan.Name
@@ -456,7 +489,8 @@ func (r *Reconciler) Reconcile(_ context.Context, s *registry.Snapshot) error {
 		delete(a.FDB, mac)
 	}
 	if err := errors.Join(errs...); err != nil {
-		r.actual = nil // trust the kernel, not the cache, next time
+		r.actual = nil // trust the kernel, not the mirror, next time
+		r.model = nil
 		r.inputs = [3]int64{}
 		return err
 	}

@@ -24,6 +24,9 @@ import (
 	"github.com/petrel-net/petrel/agent/registry"
 )
 
+// The simulated agents take the real agent's path: incremental passes.
+var _ cluster.IncrementalReconciler = (*routes.Reconciler)(nil)
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
