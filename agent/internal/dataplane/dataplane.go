@@ -261,12 +261,17 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	unlock := d.locks.lock(w.hostName)
 	defer unlock()
 
-	old, rev, err := d.store.Get(ctx, d.host, s.ContainerID, s.IfName)
-	if err != nil {
-		return Result{}, err
-	}
+	// The kernel work does not depend on the stored record (which only
+	// decides the Put's compare and the created time), so the record is read
+	// while the kernel work runs: an etcd round trip off every attach.
+	got := make(chan storedRecord, 1)
+	go func() {
+		ep, rev, err := d.store.Get(ctx, d.host, s.ContainerID, s.IfName)
+		got <- storedRecord{ep, rev, err}
+	}()
 	success := false
 	changed, created, err := d.ensure(ctx, w)
+	rec := <-got
 	defer func() {
 		if !success && created {
 			_, _ = d.k.deleteHostIf(context.WithoutCancel(ctx), w.hostName)
@@ -275,6 +280,10 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("attach %s/%s: %w", s.ContainerID, s.IfName, err)
 	}
+	if rec.err != nil {
+		return Result{}, rec.err
+	}
+	old, rev := rec.ep, rec.rev
 	ep := d.endpoint(&s, w, old)
 	if old == nil || !sameRecord(old, ep) {
 		if _, err := d.store.Put(ctx, ep, rev); err != nil {
@@ -292,6 +301,13 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 		res.GatewayV6 = GatewayV6
 	}
 	return res, nil
+}
+
+// storedRecord is the answer of one Store.Get.
+type storedRecord struct {
+	ep  *petrelv1.Endpoint
+	rev int64
+	err error
 }
 
 // ensure brings the kernel in line with w. It reports whether it changed
@@ -425,14 +441,16 @@ func (d *Dataplane) Detach(ctx context.Context, containerID, ifname, _netns stri
 	}
 	d.gate.RLock()
 	defer d.gate.RUnlock()
-	recs, err := d.store.List(ctx, d.host, containerID)
-	if err != nil {
-		return false, err
-	}
 	ifnames := map[string]bool{}
 	if ifname != "" {
+		// One named interface (every CNI DEL): no need to list the
+		// container's records first.
 		ifnames[ifname] = true
 	} else {
+		recs, err := d.store.List(ctx, d.host, containerID)
+		if err != nil {
+			return false, err
+		}
 		ifnames[DefaultIfName] = true
 		for _, r := range recs {
 			ifnames[r.Endpoint.GetIfname()] = true

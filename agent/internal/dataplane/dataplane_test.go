@@ -114,6 +114,22 @@ func TestAttachRollback(t *testing.T) {
 			}
 		})
 	}
+	t.Run("record read fails", func(t *testing.T) {
+		dp, k, s := newFakeDP(t)
+		k.addNetns("/n/a")
+		// The read runs beside the kernel work: what that made is undone.
+		errRead := errors.New("etcd down")
+		dp.store = &failingStore{FakeStore: s, getErr: errRead}
+		if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); !errors.Is(err, errRead) {
+			t.Fatalf("err = %v, want %v", err, errRead)
+		}
+		if got := k.render(); got != "" {
+			t.Errorf("left behind:\n%s", got)
+		}
+		if recs, _ := s.List(ctx, "", ""); len(recs) != 0 {
+			t.Errorf("record written: %v", recs)
+		}
+	})
 	t.Run("record write conflict", func(t *testing.T) {
 		dp, k, s := newFakeDP(t)
 		k.addNetns("/n/a")
@@ -133,6 +149,50 @@ type conflictStore struct{ *FakeStore }
 
 func (c *conflictStore) Put(ctx context.Context, ep *petrelv1.Endpoint, _ int64) (int64, error) {
 	return c.FakeStore.Put(ctx, ep, 99)
+}
+
+// failingStore fails Get and List with the given errors.
+type failingStore struct {
+	*FakeStore
+	getErr, listErr error
+}
+
+func (f *failingStore) Get(ctx context.Context, host, containerID, ifname string) (*petrelv1.Endpoint, int64, error) {
+	if f.getErr != nil {
+		return nil, 0, f.getErr
+	}
+	return f.FakeStore.Get(ctx, host, containerID, ifname)
+}
+
+func (f *failingStore) List(ctx context.Context, host, containerID string) ([]StoredEndpoint, error) {
+	if f.listErr != nil {
+		return nil, f.listErr
+	}
+	return f.FakeStore.List(ctx, host, containerID)
+}
+
+func TestDetachNamedInterfaceNeedsNoList(t *testing.T) {
+	ctx := context.Background()
+	dp, k, s := newFakeDP(t)
+	k.addNetns("/n/a")
+	if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); err != nil {
+		t.Fatal(err)
+	}
+	errList := errors.New("list refused")
+	dp.store = &failingStore{FakeStore: s, listErr: errList}
+	if removed, err := dp.Detach(ctx, "a", "eth0", "/n/a"); err != nil || !removed {
+		t.Fatalf("Detach eth0 = %v, %v", removed, err)
+	}
+	if got := k.render(); got != "" {
+		t.Errorf("left behind:\n%s", got)
+	}
+	if rec, _, _ := s.Get(ctx, "h1", "a", "eth0"); rec != nil {
+		t.Errorf("record left: %v", rec)
+	}
+	// Every interface of a container still needs the list.
+	if _, err := dp.Detach(ctx, "a", "", ""); !errors.Is(err, errList) {
+		t.Errorf("Detach all = %v, want %v", err, errList)
+	}
 }
 
 func TestDetachFake(t *testing.T) {

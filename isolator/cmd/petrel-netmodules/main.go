@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/petrel-net/petrel/isolator/internal/netmodules"
 )
@@ -14,6 +15,10 @@ import (
 var version = "dev"
 
 func main() {
+	// One call, a few sequential RPCs: a second P only adds thread
+	// wake-ups to a process whose start and exit are on the container's
+	// critical path.
+	runtime.GOMAXPROCS(1)
 	// net-modules runs the command without arguments; --version is for people.
 	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
 		fmt.Println("petrel-netmodules", version)
