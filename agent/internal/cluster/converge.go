@@ -186,20 +186,30 @@ func (c *Cluster) readApplied(ctx context.Context) {
 	if running {
 		return
 	}
-	resp, err := c.client.Get(ctx, registry.AppliedPrefix, clientv3.WithPrefix())
+	applied, rev, err := c.listApplied(ctx)
 	if err != nil {
 		return
+	}
+	c.mu.Lock()
+	if !c.appliedWatch && rev >= c.appliedRev {
+		c.applied, c.appliedRev = applied, rev
+		c.broadcastLocked()
+	}
+	c.mu.Unlock()
+}
+
+// listApplied reads every host's applied revision and the revision it was
+// read at.
+func (c *Cluster) listApplied(ctx context.Context) (map[string]int64, int64, error) {
+	resp, err := c.client.Get(ctx, registry.AppliedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, err
 	}
 	applied := map[string]int64{}
 	for _, kv := range resp.Kvs {
 		applyPut(nil, applied, string(kv.Key), kv.Value)
 	}
-	c.mu.Lock()
-	if !c.appliedWatch && resp.Header.Revision >= c.appliedRev {
-		c.applied, c.appliedRev = applied, resp.Header.Revision
-		c.broadcastLocked()
-	}
-	c.mu.Unlock()
+	return applied, resp.Header.Revision, nil
 }
 
 // demandApplied makes sure the applied revisions are followed: it lists
@@ -214,13 +224,9 @@ func (c *Cluster) demandApplied(ctx context.Context) {
 	if running || runCtx == nil {
 		return
 	}
-	resp, err := c.client.Get(ctx, registry.AppliedPrefix, clientv3.WithPrefix())
+	applied, rev, err := c.listApplied(ctx)
 	if err != nil {
 		return
-	}
-	applied := map[string]int64{}
-	for _, kv := range resp.Kvs {
-		applyPut(nil, applied, string(kv.Key), kv.Value)
 	}
 	c.mu.Lock()
 	if c.appliedWatch {
@@ -228,10 +234,10 @@ func (c *Cluster) demandApplied(ctx context.Context) {
 		return
 	}
 	c.appliedWatch = true
-	c.applied, c.appliedRev = applied, resp.Header.Revision
+	c.applied, c.appliedRev = applied, rev
 	c.broadcastLocked()
 	c.mu.Unlock()
-	go c.followApplied(runCtx, resp.Header.Revision+1)
+	go c.followApplied(runCtx, rev+1)
 }
 
 // followApplied watches applied/ until idle, ctx ends or the watch fails.
