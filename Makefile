@@ -92,7 +92,7 @@ proto: tools ## regenerate the committed gRPC code from proto/
 .PHONY: proto-check
 proto-check: tools ## fail when the committed generated code differs from make proto
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	PATH=$(TOOLS):$$PATH protoc $(call PROTOC_FLAGS,$$tmp) $(PROTOS) && \
+	PATH=$(TOOLS):$$PATH protoc $(call PROTOC_FLAGS,$$tmp) $(PROTOS) || { echo "proto-check: protoc failed"; exit 1; }; \
 	for f in $$(cd $$tmp && find . -name '*.go'); do \
 		if ! diff -u $$f $$tmp/$$f >/dev/null; then \
 			echo "proto-check: $$f differs from make proto output; run make proto"; diff -u $$f $$tmp/$$f | head -40; exit 1; \
