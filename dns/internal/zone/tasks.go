@@ -289,6 +289,18 @@ type builtFW struct {
 	tasks []*taskUnit // index by index with the tasks; nil: not running, no agent, or known
 }
 
+// pidAddrs resolves a libprocess PID ("name@host:port") to addresses and a
+// port; an unparsable PID falls back to hostname, with no port.
+func (z *Zone) pidAddrs(rawPID, hostname string) (ips []netip.Addr, port uint16) {
+	if pid, err := state.ParsePID(rawPID); err == nil {
+		return z.hostIPs(pid.Host), pid.Port
+	}
+	if hostname != "" {
+		return z.hostIPs(hostname), 0
+	}
+	return nil, 0
+}
+
 // build turns a state into units. It runs outside the writer lock (it may
 // resolve host names).
 func (z *Zone) build(st *state.State) *built {
@@ -296,12 +308,7 @@ func (z *Zone) build(st *state.State) *built {
 	for i := range st.Slaves {
 		s := &st.Slaves[i]
 		a := &agentInfo{id: s.ID, tail: slaveIDTail(s.ID)}
-		if pid, err := state.ParsePID(s.PID); err == nil {
-			a.ips = z.hostIPs(pid.Host)
-			a.port = pid.Port
-		} else if s.Hostname != "" {
-			a.ips = z.hostIPs(s.Hostname)
-		}
+		a.ips, a.port = z.pidAddrs(s.PID, s.Hostname)
 		b.agents[s.ID] = a
 		if len(a.ips) > 0 {
 			b.units[keyAgent+s.ID] = &agentUnit{IPs: a.ips, Port: a.port}
@@ -326,12 +333,7 @@ func (z *Zone) build(st *state.State) *built {
 		z.opt.Yield()
 		info := &fwInfo{key: keyFW + f.ID + "/" + f.Name, label: DomainFrag(f.Name, z.spec)}
 		fu := &fwUnit{Order: fi, Name: f.Name, Label: info.label}
-		if pid, err := state.ParsePID(f.PID); err == nil {
-			fu.IPs = z.hostIPs(pid.Host)
-			fu.Port = pid.Port
-		} else if f.Hostname != "" {
-			fu.IPs = z.hostIPs(f.Hostname)
-		}
+		fu.IPs, fu.Port = z.pidAddrs(f.PID, f.Hostname)
 		b.units[info.key] = fu
 		fb := &b.fws[fi]
 		fb.info = info
