@@ -146,7 +146,11 @@ func (d *Daemon) startGRPC(_ context.Context) error {
 		Changed: d.kickUsage,
 	}
 	gs := server.NewGRPCServer(opts)
-	petrelv1.RegisterIPAMServer(gs, server.NewIPAMService(d.ipam, opts))
+	ipamSvc := server.NewIPAMService(d.ipam, opts)
+	petrelv1.RegisterIPAMServer(gs, ipamSvc)
+	if d.dp != nil {
+		petrelv1.RegisterDataplaneServer(gs, server.NewDataplaneService(d.dp, ipamSvc, opts))
+	}
 	if d.cluster == nil {
 		d.cluster = &server.ClusterService{}
 	}
@@ -158,9 +162,6 @@ func (d *Daemon) startGRPC(_ context.Context) error {
 	d.cluster.Pools = d.ipam
 	d.cluster.Options = opts
 	petrelv1.RegisterClusterServer(gs, d.cluster)
-	if d.dataplane != nil {
-		petrelv1.RegisterDataplaneServer(gs, d.dataplane)
-	}
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, d.health)

@@ -6,7 +6,7 @@
 // Config.flags), write a start function `func (d *Daemon) startX(ctx) error`
 // that starts it and registers its cleanup with d.onClose, and list it in
 // Daemon.steps before "grpc". A component that serves gRPC stores its
-// service in a Daemon field that startGRPC registers (see d.dataplane).
+// service (or its backend) in a Daemon field that startGRPC registers (see d.dp).
 package daemon
 
 import (
@@ -28,7 +28,6 @@ import (
 	"github.com/petrel-net/petrel/agent/internal/dataplane"
 	"github.com/petrel-net/petrel/agent/internal/ipam"
 	"github.com/petrel-net/petrel/agent/internal/server"
-	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
 // Daemon is a running petreld.
@@ -48,10 +47,10 @@ type Daemon struct {
 	ipam *ipam.IPAM
 
 	// gRPC services registered by startGRPC. A component's start step sets
-	// its service here; nil services answer Unimplemented.
-	dataplane petrelv1.DataplaneServer
-	dp        *dataplane.Dataplane
-	cluster   *server.ClusterService
+	// its service (or what startGRPC builds it over) here; nil services
+	// answer Unimplemented.
+	dp      *dataplane.Dataplane
+	cluster *server.ClusterService
 	// reconcilers run after every cluster change (routes are added by
 	// startCluster); components started before "cluster" append theirs.
 	reconcilers []cluster.Reconciler

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/petrel-net/petrel/agent/internal/dataplane"
-	"github.com/petrel-net/petrel/agent/internal/server"
 )
 
 // ipamReleaser releases a handle's addresses for the dataplane's Reconcile.
@@ -37,10 +36,5 @@ func (d *Daemon) startDataplane(ctx context.Context) error {
 	log.Info("dataplane ready", "netns", dc.NetNS, "mtu", dp.MTU(), "underlay_mtu", dp.UnderlayMTU(),
 		"healthy", rep.Healthy, "repaired", rep.Repaired, "removed", rep.Removed,
 		"released", rep.Released, "orphans_deleted", rep.OrphansDeleted)
-	d.dataplane = server.NewDataplaneService(dp, server.Options{
-		Log:     d.log.With("component", "grpc"),
-		Metrics: d.metrics,
-		Budget:  2 * d.cfg.Etcd.RequestTimeout.D(),
-	})
 	return nil
 }

@@ -124,6 +124,50 @@ type Dataplane struct {
 	gate  sync.RWMutex
 	locks keyedMutex
 	close func() error
+
+	// reapMu guards the batched deletion of retired veths (see
+	// retireHostIf): reapTimer is set while a reap is scheduled, and a
+	// reap runs holding reapMu.
+	reapMu     sync.Mutex
+	reapTimer  *time.Timer
+	reapClosed bool
+}
+
+// reapDelay is how long retired veths wait to be deleted together: one
+// kernel batch then pays the deletion's grace period for all of them.
+const reapDelay = 100 * time.Millisecond
+
+// scheduleReap arranges for the retired veths to be deleted within
+// reapDelay (or later after a failed reap).
+func (d *Dataplane) scheduleReap(delay time.Duration) {
+	d.reapMu.Lock()
+	defer d.reapMu.Unlock()
+	if d.reapTimer == nil && !d.reapClosed {
+		d.reapTimer = time.AfterFunc(delay, d.reapScheduled)
+	}
+}
+
+func (d *Dataplane) reapScheduled() {
+	d.reapMu.Lock()
+	d.reapTimer = nil
+	if d.reapClosed {
+		d.reapMu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := d.k.reapRetired(ctx)
+	cancel()
+	d.reapMu.Unlock()
+	if err != nil {
+		d.scheduleReap(10 * reapDelay)
+	}
+}
+
+// reapNow deletes the retired veths at once and reports how many.
+func (d *Dataplane) reapNow(ctx context.Context) (int, error) {
+	d.reapMu.Lock()
+	defer d.reapMu.Unlock()
+	return d.k.reapRetired(ctx)
 }
 
 func newWithDeps(host string, k kernel, store Store, underlayMTU int, opts ...Option) *Dataplane {
@@ -139,8 +183,24 @@ func newWithDeps(host string, k kernel, store Store, underlayMTU int, opts ...Op
 	return d
 }
 
-// Close releases the dataplane's netlink handles.
-func (d *Dataplane) Close() error { return d.close() }
+// Close deletes the retired veths and releases the dataplane's netlink
+// handles.
+func (d *Dataplane) Close() error {
+	d.reapMu.Lock()
+	d.reapClosed = true
+	if d.reapTimer != nil {
+		d.reapTimer.Stop()
+		d.reapTimer = nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := d.k.reapRetired(ctx)
+	cancel()
+	d.reapMu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("delete retired veths: %w", err)
+	}
+	return errors.Join(err, d.close())
+}
 
 // Host is the host name the dataplane writes records under.
 func (d *Dataplane) Host() string { return d.host }
@@ -261,20 +321,34 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	unlock := d.locks.lock(w.hostName)
 	defer unlock()
 
-	// The kernel work does not depend on the stored record (which only
-	// decides the Put's compare and the created time), so the record is read
-	// while the kernel work runs: an etcd round trip off every attach.
+	// The kernel work does not depend on the stored record, so the record
+	// is written while the kernel work runs: an etcd round trip off every
+	// attach. A fresh endpoint's record is created in that one round trip;
+	// if the kernel work then fails, it is deleted again. An existing
+	// record comes back instead, and is updated after the kernel work if
+	// the attach changed it.
+	fresh := d.endpoint(&s, w, nil)
 	got := make(chan storedRecord, 1)
 	go func() {
-		ep, rev, err := d.store.Get(ctx, d.host, s.ContainerID, s.IfName)
-		got <- storedRecord{ep, rev, err}
+		// Not cancelled with the caller (a killed shim): a write whose
+		// outcome is unknown could not be undone.
+		sctx, cancel := detachedContext(ctx)
+		defer cancel()
+		rev, cur, curRev, err := d.store.Create(sctx, fresh)
+		got <- storedRecord{cur, curRev, rev, err}
 	}()
 	success := false
 	changed, created, err := d.ensure(ctx, w)
 	rec := <-got
 	defer func() {
-		if !success && created {
+		if success {
+			return
+		}
+		if created {
 			_, _ = d.k.deleteHostIf(context.WithoutCancel(ctx), w.hostName)
+		}
+		if rec.created > 0 {
+			_, _ = d.store.Delete(context.WithoutCancel(ctx), d.host, s.ContainerID, s.IfName, rec.created)
 		}
 	}()
 	if err != nil {
@@ -283,13 +357,17 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	if rec.err != nil {
 		return Result{}, rec.err
 	}
-	old, rev := rec.ep, rec.rev
-	ep := d.endpoint(&s, w, old)
-	if old == nil || !sameRecord(old, ep) {
-		if _, err := d.store.Put(ctx, ep, rev); err != nil {
-			return Result{}, fmt.Errorf("attach %s/%s: %w", s.ContainerID, s.IfName, err)
-		}
+	ep := fresh
+	if rec.created > 0 {
 		changed = true
+	} else {
+		ep = d.endpoint(&s, w, rec.ep)
+		if !sameRecord(rec.ep, ep) {
+			if _, err := d.store.Put(ctx, ep, rec.rev); err != nil {
+				return Result{}, fmt.Errorf("attach %s/%s: %w", s.ContainerID, s.IfName, err)
+			}
+			changed = true
+		}
 	}
 	success = true
 	res := Result{Endpoint: ep, MTU: w.mtu, Changed: changed, TempIfName: w.tempName}
@@ -303,11 +381,27 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	return res, nil
 }
 
-// storedRecord is the answer of one Store.Get.
+// detachedContext returns a context that keeps ctx's values and deadline
+// (or storeTimeout) but not its cancellation.
+func detachedContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(storeTimeout)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), dl)
+}
+
+// storeTimeout bounds a registry write that is not cancelled with its
+// caller.
+const storeTimeout = 30 * time.Second
+
+// storedRecord is the answer of one Store.Create: the revision of the
+// record it created, or the record already there and its revision.
 type storedRecord struct {
-	ep  *petrelv1.Endpoint
-	rev int64
-	err error
+	ep      *petrelv1.Endpoint
+	rev     int64
+	created int64
+	err     error
 }
 
 // ensure brings the kernel in line with w. It reports whether it changed
@@ -360,7 +454,15 @@ func (d *Dataplane) apply(ctx context.Context, w attachWant, p attachPlan) (crea
 		if w.hostSideOnly {
 			v.netns = ""
 		}
-		if err := d.k.createVeth(ctx, v); err != nil {
+		err := d.k.createVeth(ctx, v)
+		if errors.Is(err, ErrIfnameInUse) {
+			// The name may still belong to a retired pair whose peer could
+			// not be renamed: delete the retired ones now and try again.
+			if n, rerr := d.reapNow(ctx); rerr == nil && n > 0 {
+				err = d.k.createVeth(ctx, v)
+			}
+		}
+		if err != nil {
 			return false, err
 		}
 		created = true
@@ -432,7 +534,7 @@ func sameRecord(a, b *petrelv1.Endpoint) bool {
 // routes) and endpoint record. ifname "" means every interface of the
 // container on this host. It works when the netns is gone and reports
 // whether anything was removed.
-func (d *Dataplane) Detach(ctx context.Context, containerID, ifname, _netns string) (bool, error) {
+func (d *Dataplane) Detach(ctx context.Context, containerID, ifname, netns string) (bool, error) {
 	if err := validID("container_id", containerID); err != nil {
 		return false, err
 	}
@@ -459,20 +561,26 @@ func (d *Dataplane) Detach(ctx context.Context, containerID, ifname, _netns stri
 	removed := false
 	var errs []error
 	for n := range ifnames {
-		r, err := d.detachOne(ctx, containerID, n)
+		r, err := d.detachOne(ctx, containerID, n, netns)
 		removed = removed || r
 		errs = append(errs, err)
 	}
 	return removed, errors.Join(errs...)
 }
 
-func (d *Dataplane) detachOne(ctx context.Context, containerID, ifname string) (bool, error) {
+// detachOne retires the host veth (deleted in the next batch, see
+// reapDelay) and removes the record. netns, when known, is where the peer is
+// renamed so that its interface name is free at once.
+func (d *Dataplane) detachOne(ctx context.Context, containerID, ifname, netns string) (bool, error) {
 	name := HostIfName(containerID, ifname)
 	unlock := d.locks.lock(name)
 	defer unlock()
-	linkGone, err := d.k.deleteHostIf(ctx, name)
+	linkGone, err := d.k.retireHostIf(ctx, name, netns)
 	if err != nil {
 		return false, fmt.Errorf("detach %s/%s: %w", containerID, ifname, err)
+	}
+	if linkGone {
+		d.scheduleReap(reapDelay)
 	}
 	recGone, err := d.store.Delete(ctx, d.host, containerID, ifname, 0)
 	if err != nil {
@@ -579,6 +687,10 @@ func (d *Dataplane) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	d.gate.Lock()
 	defer d.gate.Unlock()
 	var rep ReconcileReport
+	// Veths retired before a crash or restart.
+	if _, err := d.reapNow(ctx); err != nil {
+		return rep, fmt.Errorf("delete retired veths: %w", err)
+	}
 	recs, err := d.store.List(ctx, d.host, "")
 	if err != nil {
 		return rep, err

@@ -133,7 +133,7 @@ func TestAttachRollback(t *testing.T) {
 	t.Run("record write conflict", func(t *testing.T) {
 		dp, k, s := newFakeDP(t)
 		k.addNetns("/n/a")
-		// Someone else's record appears between our read and write.
+		// A record is there, and changes between our read and write.
 		cs := &conflictStore{FakeStore: s}
 		dp.store = cs
 		if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); !errors.Is(err, ErrConflict) {
@@ -147,14 +147,25 @@ func TestAttachRollback(t *testing.T) {
 
 type conflictStore struct{ *FakeStore }
 
+func (c *conflictStore) Create(context.Context, *petrelv1.Endpoint) (int64, *petrelv1.Endpoint, int64, error) {
+	return 0, &petrelv1.Endpoint{ContainerId: "a", Ifname: "eth0", Ips: []string{"10.0.0.9"}}, 5, nil
+}
+
 func (c *conflictStore) Put(ctx context.Context, ep *petrelv1.Endpoint, _ int64) (int64, error) {
 	return c.FakeStore.Put(ctx, ep, 99)
 }
 
-// failingStore fails Get and List with the given errors.
+// failingStore fails Create and Get (getErr) and List (listErr).
 type failingStore struct {
 	*FakeStore
 	getErr, listErr error
+}
+
+func (f *failingStore) Create(ctx context.Context, ep *petrelv1.Endpoint) (int64, *petrelv1.Endpoint, int64, error) {
+	if f.getErr != nil {
+		return 0, nil, 0, f.getErr
+	}
+	return f.FakeStore.Create(ctx, ep)
 }
 
 func (f *failingStore) Get(ctx context.Context, host, containerID, ifname string) (*petrelv1.Endpoint, int64, error) {
@@ -182,6 +193,9 @@ func TestDetachNamedInterfaceNeedsNoList(t *testing.T) {
 	dp.store = &failingStore{FakeStore: s, listErr: errList}
 	if removed, err := dp.Detach(ctx, "a", "eth0", "/n/a"); err != nil || !removed {
 		t.Fatalf("Detach eth0 = %v, %v", removed, err)
+	}
+	if _, err := dp.reapNow(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if got := k.render(); got != "" {
 		t.Errorf("left behind:\n%s", got)

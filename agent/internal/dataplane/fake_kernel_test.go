@@ -28,6 +28,8 @@ type fakeHost struct {
 	obs   hostObs
 	netns string // where the peer is ("" = host ns)
 	peer  string // peer name
+	// retired marks a pair retireHostIf took out of service.
+	retired bool
 }
 
 type fakeCtr struct {
@@ -272,4 +274,50 @@ func (k *fakeKernel) render() string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+func (k *fakeKernel) retireHostIf(_ context.Context, name, netns string) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.log("retireHostIf %s", name)
+	if err := k.fail("retireHostIf"); err != nil {
+		return false, err
+	}
+	h, ok := k.hosts[name]
+	if !ok {
+		return false, nil
+	}
+	delete(k.hosts, name)
+	h.obs.Up, h.obs.Routes = false, nil
+	h.retired = true
+	if links, ok := k.netns[h.netns]; ok && h.netns != "" && netns == h.netns {
+		if c, ok := links[h.peer]; ok {
+			delete(links, h.peer)
+			h.peer = retiredIfName(c.obs.Index)
+			links[h.peer] = c
+		}
+	}
+	k.hosts[retiredIfName(h.obs.Index)] = h
+	return true, nil
+}
+
+func (k *fakeKernel) reapRetired(context.Context) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.fail("reapRetired"); err != nil {
+		return 0, err
+	}
+	n := 0
+	for name, h := range k.hosts {
+		if !h.retired {
+			continue
+		}
+		k.log("reap %s", name)
+		delete(k.hosts, name)
+		if links, ok := k.netns[h.netns]; ok && h.netns != "" {
+			delete(links, h.peer)
+		}
+		n++
+	}
+	return n, nil
 }

@@ -50,6 +50,20 @@ func (s *FakeStore) Put(_ context.Context, ep *petrelv1.Endpoint, prevRev int64)
 	return s.rev, nil
 }
 
+// Create implements Store.
+func (s *FakeStore) Create(_ context.Context, ep *petrelv1.Endpoint) (int64, *petrelv1.Endpoint, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := registry.EndpointKey(ep.GetHost(), ep.GetContainerId(), ep.GetIfname())
+	if r, ok := s.recs[key]; ok {
+		return 0, proto.Clone(r.Endpoint).(*petrelv1.Endpoint), r.Revision, nil
+	}
+	s.rev++
+	s.recs[key] = StoredEndpoint{Endpoint: proto.Clone(ep).(*petrelv1.Endpoint), Revision: s.rev}
+	s.Puts++
+	return s.rev, nil, 0, nil
+}
+
 // Delete implements Store.
 func (s *FakeStore) Delete(_ context.Context, host, containerID, ifname string, rev int64) (bool, error) {
 	s.mu.Lock()

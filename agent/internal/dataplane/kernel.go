@@ -26,6 +26,18 @@ type kernel interface {
 	// deleteHostIf deletes the host-side veth and with it the pair and every
 	// route through it. It reports whether the link existed.
 	deleteHostIf(ctx context.Context, name string) (bool, error)
+	// retireHostIf takes the host-side veth out of service without waiting
+	// for its deletion: both sides go down and get free names (ptz and the
+	// ifindex), so the container's interface name and the host-side name
+	// are usable again at once, and the host side joins RetireGroup for
+	// reapRetired. A down link carries no routes. netns, when not empty and
+	// alive, is where the peer is renamed. It reports whether the link
+	// existed.
+	retireHostIf(ctx context.Context, name, netns string) (bool, error)
+	// reapRetired deletes every retired link (RetireGroup) of the host
+	// namespace, in one kernel batch when the group holds only Petrel's
+	// links. It reports how many it deleted.
+	reapRetired(ctx context.Context) (int, error)
 	// configureHost sets MTU, the IPv6 link-local gateway address (when
 	// ipv6), proxy_arp=1, rp_filter=1, and brings the link up.
 	configureHost(ctx context.Context, name string, mtu int, ipv6 bool) error

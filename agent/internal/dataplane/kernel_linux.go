@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -454,6 +455,136 @@ func (k *netlinkKernel) deleteHostIf(_ context.Context, name string) (bool, erro
 		return false, fmt.Errorf("delete %s: %w", name, err)
 	}
 	return true, nil
+}
+
+func (k *netlinkKernel) retireHostIf(_ context.Context, name, netnsPath string) (bool, error) {
+	l, err := k.hostH.LinkByName(name)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("host link %s: %w", name, err)
+	}
+	if err := k.retire(l, netnsPath); err != nil {
+		// Whatever went wrong, the pair must not stay in service: delete
+		// it the slow way, by index (it may be renamed already).
+		if derr := k.hostH.LinkDel(l); derr != nil && !isNotFound(derr) {
+			return false, fmt.Errorf("retire %s: %w; delete: %w", name, err, derr)
+		}
+	}
+	return true, nil
+}
+
+// retire renames the peer inside netnsPath (when it is there) and then
+// takes the host side l down, renames it and puts it in RetireGroup.
+func (k *netlinkKernel) retire(l netlink.Link, netnsPath string) error {
+	a := l.Attrs()
+	if l.Type() != "veth" {
+		return fmt.Errorf("%s is a %s, not a veth", a.Name, l.Type())
+	}
+	switch {
+	case netnsPath != "" && k.checkContainerNS(netnsPath) == nil:
+		if err := renamePeer(netnsPath, a.ParentIndex, a.Index); err != nil && !errors.Is(err, ErrNetnsNotFound) {
+			return err
+		}
+	case netnsPath == "":
+		// A host-side-only pair whose peer the runtime has not moved
+		// away (yet) still holds its temporary name here.
+		if p, err := k.hostH.LinkByIndex(a.ParentIndex); err == nil && p.Type() == "veth" &&
+			p.Attrs().ParentIndex == a.Index && strings.HasPrefix(p.Attrs().Name, tempIfPrefix) {
+			if err := k.hostH.LinkSetName(p, retiredIfName(p.Attrs().Index)); err != nil {
+				return fmt.Errorf("rename %s: %w", p.Attrs().Name, err)
+			}
+		}
+	}
+	if err := k.hostH.LinkSetDown(l); err != nil {
+		return fmt.Errorf("set %s down: %w", a.Name, err)
+	}
+	// Renamed before it joins the group, so reapRetired never finds a
+	// member of the group that is not recognisably ours.
+	if err := k.hostH.LinkSetName(l, retiredIfName(a.Index)); err != nil {
+		return fmt.Errorf("rename %s: %w", a.Name, err)
+	}
+	if err := k.hostH.LinkSetGroup(l, RetireGroup); err != nil {
+		return fmt.Errorf("set group of %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// renamePeer takes the peer (ifindex peer in the namespace at path) of the
+// host veth hostIndex down and gives it its retired name, so the
+// container's interface name is free again.
+func renamePeer(path string, peer, hostIndex int) error {
+	n, h, err := containerHandle(path)
+	if err != nil {
+		return err
+	}
+	defer func() { h.Close(); _ = n.Close() }()
+	p, err := h.LinkByIndex(peer)
+	if isNotFound(err) {
+		return nil // the namespace no longer holds it
+	}
+	if err != nil {
+		return fmt.Errorf("peer %d in %s: %w", peer, path, err)
+	}
+	if p.Attrs().ParentIndex != hostIndex || p.Type() != "veth" {
+		return nil // a different interface reuses the index: not ours
+	}
+	if err := h.LinkSetDown(p); err != nil {
+		return fmt.Errorf("set %s in %s down: %w", p.Attrs().Name, path, err)
+	}
+	if err := h.LinkSetName(p, retiredIfName(p.Attrs().Index)); err != nil {
+		return fmt.Errorf("rename %s in %s: %w", p.Attrs().Name, path, err)
+	}
+	return nil
+}
+
+func (k *netlinkKernel) reapRetired(ctx context.Context) (int, error) {
+	links, err := retryDump(k.hostH.LinkList)
+	if err != nil {
+		return 0, fmt.Errorf("list links: %w", err)
+	}
+	var ours []netlink.Link
+	foreign := false
+	for _, l := range links {
+		if l.Attrs().Group != RetireGroup {
+			continue
+		}
+		if l.Type() == "veth" && isRetiredIfName(l.Attrs().Name) {
+			ours = append(ours, l)
+		} else {
+			foreign = true
+		}
+	}
+	if len(ours) == 0 {
+		return 0, nil
+	}
+	if !foreign {
+		err := k.inHost(func() error {
+			req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+			req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+			req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetireGroup)))
+			_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+			return err
+		})
+		if err == nil {
+			return len(ours), nil
+		}
+		// Fall back to one by one (e.g. a link joined the group since).
+	}
+	n := 0
+	var errs []error
+	for _, l := range ours {
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		if err := k.hostH.LinkDel(l); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete retired %s: %w", l.Attrs().Name, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 func (k *netlinkKernel) configureHost(_ context.Context, name string, mtu int, ipv6 bool) error {

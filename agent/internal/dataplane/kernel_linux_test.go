@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -135,6 +136,9 @@ func linkIndex(t *testing.T, n *testutil.NS, name string) string {
 }
 
 // assertClean checks the host ns holds no Petrel link and no Petrel route.
+// assertClean checks that no host-side veth, temporary peer or route is
+// left in service, and that the retired pairs are deleted within a deadline
+// (they are reaped in batches, see reapDelay).
 func assertClean(t *testing.T, host *testutil.NS) {
 	t.Helper()
 	links := host.MustRun(t, "ip", "-o", "link", "show")
@@ -148,6 +152,16 @@ func assertClean(t *testing.T, host *testutil.NS) {
 		if out := strings.TrimSpace(host.MustRun(t, "ip", fam, "route", "show", "proto", "112")); out != "" {
 			t.Errorf("leftover routes (%s): %s", fam, out)
 		}
+	}
+	var retired string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		retired = strings.TrimSpace(host.MustRun(t, "ip", "-o", "link", "show", "group", strconv.Itoa(RetireGroup)))
+		if retired == "" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if retired != "" {
+		t.Errorf("retired links not deleted after 10s: %s", retired)
 	}
 }
 
@@ -465,4 +479,54 @@ func TestConcurrentAttach(t *testing.T) {
 		}
 	}
 	assertClean(t, r.host)
+}
+
+// TestDetachRetiresAndReaps checks the batched deletion: a detached pair is
+// out of service at once (no route, the container's interface name free for
+// the next container in the same namespace) and deleted soon after, while a
+// foreign link that happens to sit in RetireGroup is never deleted.
+func TestDetachRetiresAndReaps(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	ctr := testutil.NewNS(t, "dpre")
+	r.host.MustRun(t, "ip", "link", "add", "foreign0", "type", "veth", "peer", "name", "foreign1")
+	r.host.MustRun(t, "ip", "link", "set", "foreign0", "group", strconv.Itoa(RetireGroup))
+
+	mustAttach(t, r.dp, Spec{ContainerID: "old", Netns: ctr.Path, IPs: addrs("10.20.0.5", "fd00:20::5")})
+	if _, err := r.dp.Detach(ctx, "old", "eth0", ctr.Path); err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out := strings.TrimSpace(r.host.MustRun(t, "ip", fam, "route", "show", "proto", "112")); out != "" {
+			t.Errorf("routes right after detach (%s): %s", fam, out)
+		}
+	}
+	if out, err := ctr.Run("ip", "link", "show", "eth0"); err == nil {
+		t.Errorf("eth0 still in the container after detach: %s", out)
+	}
+	// The next container gets the same interface name in the same
+	// namespace at once, and works.
+	mustAttach(t, r.dp, Spec{ContainerID: "new", Netns: ctr.Path, IPs: addrs("10.20.0.6")})
+	if !testutil.Ping(r.host, "10.20.0.6") {
+		t.Errorf("host cannot ping the new container")
+	}
+	if _, err := r.dp.Detach(ctx, "new", "", ctr.Path); err != nil {
+		t.Fatal(err)
+	}
+	var retired string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		retired = strings.TrimSpace(r.host.MustRun(t, "ip", "-o", "link", "show", "group", strconv.Itoa(RetireGroup)))
+		if !strings.Contains(retired, retiredIfPrefix) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if strings.Contains(retired, retiredIfPrefix) {
+		t.Errorf("retired links not deleted: %s", retired)
+	}
+	if !strings.Contains(retired, "foreign0") {
+		t.Errorf("foreign link in the group was deleted; group now: %q", retired)
+	}
+	if out := strings.TrimSpace(ctr.MustRun(t, "ip", "-o", "link", "show", "type", "veth")); out != "" {
+		t.Errorf("veth left in the container: %s", out)
+	}
 }

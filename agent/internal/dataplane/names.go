@@ -3,6 +3,7 @@ package dataplane
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
@@ -14,6 +15,15 @@ const (
 	// tempIfPrefix starts the temporary name of a container side left in the
 	// host namespace (HostSideOnly).
 	tempIfPrefix = "ptc"
+	// retiredIfPrefix starts the name of a retired veth side (see
+	// RetireGroup), followed by its ifindex in 8 hex digits.
+	retiredIfPrefix = "ptz"
+	// RetireGroup is the interface group (IFLA_GROUP) of retired host-side
+	// veths awaiting deletion. Deleting a veth costs an RCU grace period
+	// (10-40 ms, under the RTNL lock); deleting a whole group pays it once.
+	// Petrel only deletes the group in one batch when every member is one
+	// of its retired veths, and otherwise deletes its own one by one.
+	RetireGroup = 0x7074 // "pt"
 	// DefaultIfName is the container interface name when none is given.
 	DefaultIfName = "eth0"
 	// RouteProtocol marks the host routes Petrel installs to its containers
@@ -49,6 +59,14 @@ func HostIfName(containerID, ifname string) string {
 func TempIfName(containerID, ifname string) string {
 	return tempIfPrefix + nameHash(containerID, ifname)
 }
+
+// retiredIfName is the name of a retired veth side of ifindex index.
+func retiredIfName(index int) string { return fmt.Sprintf("%s%08x", retiredIfPrefix, uint32(index)) }
+
+// isRetiredIfName reports whether name has the form retiredIfName gives.
+func isRetiredIfName(name string) bool { return retiredIfRe.MatchString(name) }
+
+var retiredIfRe = regexp.MustCompile(`^` + retiredIfPrefix + `[0-9a-f]{8}$`)
 
 // IsHostIfName reports whether name has the form of a Petrel host-side veth.
 func IsHostIfName(name string) bool { return hostIfRe.MatchString(name) }

@@ -25,6 +25,10 @@ type Store interface {
 	// Put writes ep if the record's ModRevision is still prevRev (0: the
 	// record must be absent), else it returns ErrConflict.
 	Put(ctx context.Context, ep *petrelv1.Endpoint, prevRev int64) (int64, error)
+	// Create writes ep if no record exists and returns its revision; else
+	// it writes nothing and returns the record there and its ModRevision.
+	// One round trip either way.
+	Create(ctx context.Context, ep *petrelv1.Endpoint) (rev int64, cur *petrelv1.Endpoint, curRev int64, err error)
 	// Delete removes the record; with rev > 0 only if its ModRevision is
 	// still rev (else ErrConflict). It reports whether a record was removed.
 	Delete(ctx context.Context, host, containerID, ifname string, rev int64) (bool, error)
@@ -78,6 +82,36 @@ func (s *EtcdStore) Put(ctx context.Context, ep *petrelv1.Endpoint, prevRev int6
 		return 0, fmt.Errorf("put endpoint %s: %w", key, ErrConflict)
 	}
 	return r.Header.Revision, nil
+}
+
+// Create implements Store.
+func (s *EtcdStore) Create(ctx context.Context, ep *petrelv1.Endpoint) (int64, *petrelv1.Endpoint, int64, error) {
+	key := registry.EndpointKey(ep.GetHost(), ep.GetContainerId(), ep.GetIfname())
+	b, err := registry.EncodeEndpoint(ep)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	r, err := s.c.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(b))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("create endpoint %s: %w", key, err)
+	}
+	if r.Succeeded {
+		return r.Header.Revision, nil, 0, nil
+	}
+	kvs := r.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		// Not possible within one txn; a conflict if it ever happens.
+		return 0, nil, 0, fmt.Errorf("create endpoint %s: %w", key, ErrConflict)
+	}
+	cur, err := registry.DecodeEndpoint(kvs[0].Value)
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("endpoint %s: %w", key, err)
+	}
+	return 0, cur, kvs[0].ModRevision, nil
 }
 
 // Delete implements Store.

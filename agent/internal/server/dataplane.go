@@ -3,6 +3,11 @@ package server
 import (
 	"context"
 	"net/netip"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/petrel-net/petrel/agent/internal/dataplane"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
@@ -24,18 +29,37 @@ type DataplaneService struct {
 	petrelv1.UnimplementedDataplaneServer
 
 	dp   Dataplane
+	ipam *IPAMService
 	opts Options
 }
 
 var _ petrelv1.DataplaneServer = (*DataplaneService)(nil)
 
-// NewDataplaneService returns the Dataplane service over dp.
-func NewDataplaneService(dp Dataplane, opts Options) *DataplaneService {
-	return &DataplaneService{dp: dp, opts: opts.withDefaults()}
+// NewDataplaneService returns the Dataplane service over dp. addrs, when not
+// nil, serves the allocation of Attach (allocate) and the release of Detach
+// (release_handle); without it those fields are refused.
+func NewDataplaneService(dp Dataplane, addrs *IPAMService, opts Options) *DataplaneService {
+	return &DataplaneService{dp: dp, ipam: addrs, opts: opts.withDefaults()}
 }
 
 // Attach wires a container interface and writes its endpoint record.
 func (s *DataplaneService) Attach(ctx context.Context, r *petrelv1.AttachRequest) (*petrelv1.AttachResponse, error) {
+	return s.attach(ctx, r, nil)
+}
+
+// Add allocates addresses for the endpoint's handle, then attaches.
+func (s *DataplaneService) Add(ctx context.Context, r *petrelv1.AddRequest) (*petrelv1.AttachResponse, error) {
+	if s.ipam == nil {
+		return nil, status.Error(codes.Unimplemented, "add: this agent serves no allocator; call IPAM.Allocate and Dataplane.Attach")
+	}
+	if r.GetAllocate() == nil {
+		return nil, ToStatus(invalid("allocate", "required"))
+	}
+	return s.attach(ctx, r.GetAttach(), r.GetAllocate())
+}
+
+// attach serves Attach, and Add when alloc is not nil.
+func (s *DataplaneService) attach(ctx context.Context, r *petrelv1.AttachRequest, alloc *petrelv1.AllocateRequest) (*petrelv1.AttachResponse, error) {
 	ep := r.GetEndpoint()
 	if ep == nil {
 		return nil, ToStatus(invalid("endpoint", "required"))
@@ -43,6 +67,23 @@ func (s *DataplaneService) Attach(ctx context.Context, r *petrelv1.AttachRequest
 	ips, err := parseAddrs("endpoint.ips", ep.GetIps())
 	if err != nil {
 		return nil, ToStatus(err)
+	}
+	if alloc != nil {
+		if alloc.GetHandle() == "" {
+			alloc = proto.CloneOf(alloc)
+			alloc.Handle = ep.GetHandle()
+		}
+		got, err := s.ipam.allocate(ctx, alloc)
+		if err != nil {
+			return nil, err
+		}
+		// A repeated call may find static addresses of the handle among
+		// the allocated ones: never list an address twice.
+		for _, a := range got {
+			if !slices.Contains(ips, a) {
+				ips = append(ips, a)
+			}
+		}
 	}
 	spec := dataplane.Spec{
 		ContainerID:      ep.GetContainerId(),
@@ -87,18 +128,47 @@ func (s *DataplaneService) Attach(ctx context.Context, r *petrelv1.AttachRequest
 
 // Detach removes a container's host side, routes and records.
 func (s *DataplaneService) Detach(ctx context.Context, r *petrelv1.DetachRequest) (*petrelv1.DetachResponse, error) {
+	removed, err := s.detach(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return &petrelv1.DetachResponse{Removed: removed}, nil
+}
+
+// Remove detaches, then releases the handle's addresses.
+func (s *DataplaneService) Remove(ctx context.Context, r *petrelv1.RemoveRequest) (*petrelv1.RemoveResponse, error) {
+	if s.ipam == nil {
+		return nil, status.Error(codes.Unimplemented, "remove: this agent serves no allocator; call Dataplane.Detach and IPAM.Release")
+	}
+	if r.GetReleaseHandle() == "" {
+		return nil, ToStatus(invalid("release_handle", "required"))
+	}
+	removed, err := s.detach(ctx, r.GetDetach())
+	if err != nil && status.Code(err) != codes.NotFound {
+		// The addresses stay with the handle: the interface may still
+		// use them.
+		return nil, err
+	}
+	ips, err := s.ipam.release(ctx, r.GetReleaseHandle(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &petrelv1.RemoveResponse{Removed: removed, Released: addrStrings(ips)}, nil
+}
+
+func (s *DataplaneService) detach(ctx context.Context, r *petrelv1.DetachRequest) (bool, error) {
 	var removed bool
 	err := withBudget(ctx, s.opts.Budget, func(ctx context.Context) (err error) {
 		removed, err = s.dp.Detach(ctx, r.GetContainerId(), r.GetIfname(), r.GetNetns())
 		return err
 	})
 	if err != nil {
-		return nil, ToStatus(err)
+		return false, ToStatus(err)
 	}
 	if removed {
 		s.opts.Log.Info("detached", "container_id", r.GetContainerId(), "ifname", r.GetIfname(), "netns", r.GetNetns())
 	}
-	return &petrelv1.DetachResponse{Removed: removed}, nil
+	return removed, nil
 }
 
 // Check reports how a container's network differs from what Attach builds.

@@ -43,6 +43,15 @@ var _ petrelv1.IPAMServer = (*IPAMService)(nil)
 
 // Allocate hands out addresses for a handle.
 func (s *IPAMService) Allocate(ctx context.Context, r *petrelv1.AllocateRequest) (*petrelv1.AllocateResponse, error) {
+	ips, err := s.allocate(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return &petrelv1.AllocateResponse{Ips: addrStrings(ips)}, nil
+}
+
+// allocate serves Allocate and the allocation of Dataplane.Attach.
+func (s *IPAMService) allocate(ctx context.Context, r *petrelv1.AllocateRequest) ([]netip.Addr, error) {
 	req := ipam.Request{
 		Handle:    r.GetHandle(),
 		NumV4:     int(r.GetNumIpv4()),
@@ -61,7 +70,7 @@ func (s *IPAMService) Allocate(ctx context.Context, r *petrelv1.AllocateRequest)
 		return nil, err
 	}
 	s.opts.Log.Info("allocated", "handle", req.Handle, "ips", ips, "pool", req.Pool)
-	return &petrelv1.AllocateResponse{Ips: addrStrings(ips)}, nil
+	return ips, nil
 }
 
 // Reserve claims static addresses for a handle, all or nothing.
@@ -88,16 +97,25 @@ func (s *IPAMService) Release(ctx context.Context, r *petrelv1.ReleaseRequest) (
 	if err != nil {
 		return nil, err
 	}
+	ips, err := s.release(ctx, r.GetHandle(), want)
+	if err != nil {
+		return nil, err
+	}
+	return &petrelv1.ReleaseResponse{Released: addrStrings(ips)}, nil
+}
+
+// release serves Release and the release of Dataplane.Detach.
+func (s *IPAMService) release(ctx context.Context, handle string, want []netip.Addr) ([]netip.Addr, error) {
 	var ips []netip.Addr
-	err = s.timed(ctx, "release", func(ctx context.Context) (err error) {
-		ips, err = s.ipam.Release(ctx, r.GetHandle(), want)
+	err := s.timed(ctx, "release", func(ctx context.Context) (err error) {
+		ips, err = s.ipam.Release(ctx, handle, want)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.opts.Log.Info("released", "handle", r.GetHandle(), "ips", ips)
-	return &petrelv1.ReleaseResponse{Released: addrStrings(ips)}, nil
+	s.opts.Log.Info("released", "handle", handle, "ips", ips)
+	return ips, nil
 }
 
 // AddPool creates a pool.

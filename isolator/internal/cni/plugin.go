@@ -319,12 +319,46 @@ func (p *Plugin) add(ctx context.Context, cl *agentclient.Client, c *Config, a *
 			ports = append(ports, &petrelv1.PortMapping{HostPort: pm.HostPort, ContainerPort: pm.ContainerPort, Protocol: pm.Protocol})
 		}
 	}
+	attach := &petrelv1.AttachRequest{
+		Endpoint: &petrelv1.Endpoint{
+			ContainerId:  a.ContainerID,
+			Ifname:       a.IfName,
+			Handle:       handle,
+			Source:       petrelv1.Source_SOURCE_CNI,
+			Netgroups:    groups,
+			Labels:       labels,
+			NetworkName:  networkName,
+			PortMappings: ports,
+		},
+		Netns: a.Netns,
+	}
+	alloc := &petrelv1.AllocateRequest{
+		Handle: handle, NumIpv4: int32(want.NumIPv4), NumIpv6: int32(want.NumIPv6),
+		Pool: c.Conf.Pool, PoolV6: c.Conf.PoolV6, Netgroups: groups, Labels: labels,
+	}
+	// The common case, addresses from a pool and none static, is one
+	// call. An agent that predates Add answers Unimplemented.
+	if want.NumIPv4+want.NumIPv6 > 0 && len(want.Static) == 0 {
+		attached = true
+		cctx, cancel := cl.Call(ctx)
+		resp, err := cl.Dataplane.Add(cctx, &petrelv1.AddRequest{Attach: attach, Allocate: alloc})
+		cancel()
+		if status.Code(err) != codes.Unimplemented {
+			if err != nil {
+				return agentErr(cl, "Dataplane.Add", err)
+			}
+			ips = resp.GetEndpoint().GetIps()
+			if got := len(ips); got != want.NumIPv4+want.NumIPv6 {
+				return types.NewError(types.ErrInternal, "petreld returned the wrong number of addresses",
+					fmt.Sprintf("got %d, want %d", got, want.NumIPv4+want.NumIPv6))
+			}
+			return p.printResult(c, a, ips, resp)
+		}
+		attached = false
+	}
 	if want.NumIPv4+want.NumIPv6 > 0 {
 		cctx, cancel := cl.Call(ctx)
-		resp, err := cl.IPAM.Allocate(cctx, &petrelv1.AllocateRequest{
-			Handle: handle, NumIpv4: int32(want.NumIPv4), NumIpv6: int32(want.NumIPv6),
-			Pool: c.Conf.Pool, PoolV6: c.Conf.PoolV6, Netgroups: groups, Labels: labels,
-		})
+		resp, err := cl.IPAM.Allocate(cctx, alloc)
 		cancel()
 		if err != nil {
 			return agentErr(cl, "IPAM.Allocate", err)
@@ -348,25 +382,18 @@ func (p *Plugin) add(ctx context.Context, cl *agentclient.Client, c *Config, a *
 	// Allocate too: never list an address twice.
 	ips = sortFamilies(dedupe(ips))
 	attached = true // from here a failure may have left something behind
+	attach.Endpoint.Ips = ips
 	cctx, cancel := cl.Call(ctx)
-	resp, err := cl.Dataplane.Attach(cctx, &petrelv1.AttachRequest{
-		Endpoint: &petrelv1.Endpoint{
-			ContainerId:  a.ContainerID,
-			Ips:          ips,
-			Ifname:       a.IfName,
-			Handle:       handle,
-			Source:       petrelv1.Source_SOURCE_CNI,
-			Netgroups:    groups,
-			Labels:       labels,
-			NetworkName:  networkName,
-			PortMappings: ports,
-		},
-		Netns: a.Netns,
-	})
+	resp, err := cl.Dataplane.Attach(cctx, attach)
 	cancel()
 	if err != nil {
 		return agentErr(cl, "Dataplane.Attach", err)
 	}
+	return p.printResult(c, a, ips, resp)
+}
+
+// printResult writes the ADD result in the config's CNI version.
+func (p *Plugin) printResult(c *Config, a *skel.CmdArgs, ips []string, resp *petrelv1.AttachResponse) *types.Error {
 	result, err := buildResult(a, ips, resp, c.Conf.DNS)
 	if err != nil {
 		return types.NewError(types.ErrInternal, "build result", err.Error())
@@ -450,14 +477,27 @@ func buildResult(a *skel.CmdArgs, ips []string, resp *petrelv1.AttachResponse, d
 }
 
 func (p *Plugin) del(ctx context.Context, cl *agentclient.Client, c *Config, a *skel.CmdArgs) *types.Error {
+	detach := &petrelv1.DetachRequest{ContainerId: a.ContainerID, Ifname: a.IfName, Netns: a.Netns}
+	handle := Handle(c.Conf.Name, a.ContainerID, a.IfName)
+	// One call; an agent that predates Remove answers Unimplemented.
 	cctx, cancel := cl.Call(ctx)
-	_, err := cl.Dataplane.Detach(cctx, &petrelv1.DetachRequest{ContainerId: a.ContainerID, Ifname: a.IfName, Netns: a.Netns})
+	_, err := cl.Dataplane.Remove(cctx, &petrelv1.RemoveRequest{Detach: detach, ReleaseHandle: handle})
+	cancel()
+	switch code := status.Code(err); code {
+	case codes.OK:
+		return nil
+	case codes.Unimplemented, codes.NotFound:
+	default:
+		return agentErr(cl, "Dataplane.Remove", err)
+	}
+	cctx, cancel = cl.Call(ctx)
+	_, err = cl.Dataplane.Detach(cctx, detach)
 	cancel()
 	if err != nil && status.Code(err) != codes.NotFound {
 		return agentErr(cl, "Dataplane.Detach", err)
 	}
 	cctx, cancel = cl.Call(ctx)
-	_, err = cl.IPAM.Release(cctx, &petrelv1.ReleaseRequest{Handle: Handle(c.Conf.Name, a.ContainerID, a.IfName)})
+	_, err = cl.IPAM.Release(cctx, &petrelv1.ReleaseRequest{Handle: handle})
 	cancel()
 	if err != nil && status.Code(err) != codes.NotFound {
 		return agentErr(cl, "IPAM.Release", err)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,17 +224,66 @@ func TestConfigIPv6(t *testing.T) {
 }
 
 func TestAttachFailureRollsBack(t *testing.T) {
-	a, sock := fake.Start(t)
-	a.SetHook(func(_ context.Context, m string) error {
-		if m == "Attach" {
-			return status.Error(codes.Internal, "veth create failed")
-		}
-		return nil
-	})
-	out, code := add("c1", conf("0.2.0", sock, mesosInfo)).run(t)
-	mustFail(t, out, code, 999, "veth create failed")
-	if len(a.Allocations()) != 0 || len(a.Endpoints()) != 0 {
-		t.Fatalf("after a failed ADD: allocations %v endpoints %v, want none", a.Allocations(), a.Endpoints())
+	for _, failing := range []string{"Add", "Attach"} {
+		t.Run(failing, func(t *testing.T) {
+			a, sock := fake.Start(t)
+			a.SetHook(func(_ context.Context, m string) error {
+				switch {
+				case m == failing:
+					// Add allocates before it fails, as petreld's may.
+					if m == "Add" {
+						_, _ = a.Allocate(context.Background(), &petrelv1.AllocateRequest{Handle: Handle("petrel-net", "c1", "eth0"), NumIpv4: 1})
+					}
+					return status.Error(codes.Internal, "veth create failed")
+				case m == "Add":
+					return status.Error(codes.Unimplemented, "older agent")
+				}
+				return nil
+			})
+			out, code := add("c1", conf("0.2.0", sock, mesosInfo)).run(t)
+			mustFail(t, out, code, 999, "veth create failed")
+			if len(a.Allocations()) != 0 || len(a.Endpoints()) != 0 {
+				t.Fatalf("after a failed ADD: allocations %v endpoints %v, want none", a.Allocations(), a.Endpoints())
+			}
+		})
+	}
+}
+
+// TestOneCallEachAndFallback checks that ADD and DEL take one call each
+// (Add, Remove) on a current agent, and the Allocate, Attach, Detach and
+// Release sequence on an agent that predates them.
+func TestOneCallEachAndFallback(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy=%v", legacy), func(t *testing.T) {
+			a, sock := fake.Start(t)
+			if legacy {
+				a.SetHook(func(_ context.Context, m string) error {
+					if m == "Add" || m == "Remove" {
+						return status.Error(codes.Unimplemented, "unknown method "+m)
+					}
+					return nil
+				})
+			}
+			out, code := add("one", conf("1.1.0", sock, "")).run(t)
+			mustOK(t, out, code)
+			if len(a.Allocations()) != 1 || len(a.Endpoints()) != 1 {
+				t.Fatalf("after ADD: allocations %v endpoints %v", a.Allocations(), a.Endpoints())
+			}
+			d := add("one", conf("1.1.0", sock, ""))
+			d.cmd = "DEL"
+			out, code = d.run(t)
+			mustOK(t, out, code)
+			if len(a.Allocations()) != 0 || len(a.Endpoints()) != 0 {
+				t.Fatalf("after DEL: allocations %v endpoints %v", a.Allocations(), a.Endpoints())
+			}
+			want := []string{"Add", "Remove"}
+			if legacy {
+				want = []string{"Add", "Allocate", "Attach", "Remove", "Detach", "Release"}
+			}
+			if got := a.Calls(); !slices.Equal(got, want) {
+				t.Errorf("calls = %v, want %v", got, want)
+			}
+		})
 	}
 }
 

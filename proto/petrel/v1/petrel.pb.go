@@ -1538,6 +1538,63 @@ func (x *AttachRequest) GetHostSideOnly() bool {
 	return false
 }
 
+type AddRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Attach *AttachRequest         `protobuf:"bytes,1,opt,name=attach,proto3" json:"attach,omitempty"`
+	// allocate is the IPAM.Allocate request; its handle defaults to
+	// attach.endpoint.handle. The addresses are appended to
+	// attach.endpoint.ips. A repeated call gets the same addresses. When the
+	// attach fails, the addresses stay with the handle: the caller releases it
+	// as after a failed Allocate and Attach.
+	Allocate      *AllocateRequest `protobuf:"bytes,2,opt,name=allocate,proto3" json:"allocate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddRequest) Reset() {
+	*x = AddRequest{}
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddRequest) ProtoMessage() {}
+
+func (x *AddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddRequest.ProtoReflect.Descriptor instead.
+func (*AddRequest) Descriptor() ([]byte, []int) {
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AddRequest) GetAttach() *AttachRequest {
+	if x != nil {
+		return x.Attach
+	}
+	return nil
+}
+
+func (x *AddRequest) GetAllocate() *AllocateRequest {
+	if x != nil {
+		return x.Allocate
+	}
+	return nil
+}
+
 type AttachResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Endpoint *Endpoint              `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
@@ -1555,7 +1612,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[23]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1624,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[23]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1637,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{23}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AttachResponse) GetEndpoint() *Endpoint {
@@ -1631,7 +1688,7 @@ type DetachRequest struct {
 
 func (x *DetachRequest) Reset() {
 	*x = DetachRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[24]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1700,7 @@ func (x *DetachRequest) String() string {
 func (*DetachRequest) ProtoMessage() {}
 
 func (x *DetachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[24]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1713,7 @@ func (x *DetachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachRequest.ProtoReflect.Descriptor instead.
 func (*DetachRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{24}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DetachRequest) GetContainerId() string {
@@ -1690,7 +1747,7 @@ type DetachResponse struct {
 
 func (x *DetachResponse) Reset() {
 	*x = DetachResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[25]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1759,7 @@ func (x *DetachResponse) String() string {
 func (*DetachResponse) ProtoMessage() {}
 
 func (x *DetachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[25]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1772,7 @@ func (x *DetachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachResponse.ProtoReflect.Descriptor instead.
 func (*DetachResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{25}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DetachResponse) GetRemoved() bool {
@@ -1723,6 +1780,115 @@ func (x *DetachResponse) GetRemoved() bool {
 		return x.Removed
 	}
 	return false
+}
+
+type RemoveRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Detach *DetachRequest         `protobuf:"bytes,1,opt,name=detach,proto3" json:"detach,omitempty"`
+	// release_handle is the handle whose addresses are released (as
+	// IPAM.Release by handle) once the interface is out of service. A handle
+	// that holds nothing is success.
+	ReleaseHandle string `protobuf:"bytes,2,opt,name=release_handle,json=releaseHandle,proto3" json:"release_handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RemoveRequest) GetDetach() *DetachRequest {
+	if x != nil {
+		return x.Detach
+	}
+	return nil
+}
+
+func (x *RemoveRequest) GetReleaseHandle() string {
+	if x != nil {
+		return x.ReleaseHandle
+	}
+	return ""
+}
+
+type RemoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// removed is false when no interface was there (still success).
+	Removed bool `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	// released are the addresses the handle gave back.
+	Released      []string `protobuf:"bytes,2,rep,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RemoveResponse) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *RemoveResponse) GetReleased() []string {
+	if x != nil {
+		return x.Released
+	}
+	return nil
 }
 
 type CheckRequest struct {
@@ -1737,7 +1903,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[26]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1915,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[26]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1928,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{26}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CheckRequest) GetContainerId() string {
@@ -1803,7 +1969,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[27]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1981,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[27]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1994,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{27}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CheckResponse) GetProblems() []string {
@@ -1848,7 +2014,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[28]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2026,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[28]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2039,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{28}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListEndpointsRequest) GetHost() string {
@@ -1892,7 +2058,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[29]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2070,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[29]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2083,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{29}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -1936,7 +2102,7 @@ type GetEndpointRequest struct {
 
 func (x *GetEndpointRequest) Reset() {
 	*x = GetEndpointRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[30]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2114,7 @@ func (x *GetEndpointRequest) String() string {
 func (*GetEndpointRequest) ProtoMessage() {}
 
 func (x *GetEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[30]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2127,7 @@ func (x *GetEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointRequest.ProtoReflect.Descriptor instead.
 func (*GetEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{30}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetEndpointRequest) GetContainerId() string {
@@ -1980,7 +2146,7 @@ type GetEndpointResponse struct {
 
 func (x *GetEndpointResponse) Reset() {
 	*x = GetEndpointResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[31]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2158,7 @@ func (x *GetEndpointResponse) String() string {
 func (*GetEndpointResponse) ProtoMessage() {}
 
 func (x *GetEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[31]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2171,7 @@ func (x *GetEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointResponse.ProtoReflect.Descriptor instead.
 func (*GetEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{31}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetEndpointResponse) GetEndpoints() []*Endpoint {
@@ -2037,7 +2203,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[32]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2215,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[32]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2228,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{32}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Host) GetName() string {
@@ -2134,7 +2300,7 @@ type HostStatus struct {
 
 func (x *HostStatus) Reset() {
 	*x = HostStatus{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[33]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2312,7 @@ func (x *HostStatus) String() string {
 func (*HostStatus) ProtoMessage() {}
 
 func (x *HostStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[33]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2325,7 @@ func (x *HostStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostStatus.ProtoReflect.Descriptor instead.
 func (*HostStatus) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{33}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HostStatus) GetHost() *Host {
@@ -2198,7 +2364,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[34]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2376,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[34]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2389,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{34}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{37}
 }
 
 type StatusResponse struct {
@@ -2244,7 +2410,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[35]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2422,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[35]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2435,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{35}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StatusResponse) GetHost() string {
@@ -2345,7 +2511,7 @@ type WaitConvergedRequest struct {
 
 func (x *WaitConvergedRequest) Reset() {
 	*x = WaitConvergedRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[36]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2523,7 @@ func (x *WaitConvergedRequest) String() string {
 func (*WaitConvergedRequest) ProtoMessage() {}
 
 func (x *WaitConvergedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[36]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2536,7 @@ func (x *WaitConvergedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitConvergedRequest.ProtoReflect.Descriptor instead.
 func (*WaitConvergedRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{36}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WaitConvergedRequest) GetRevision() int64 {
@@ -2390,7 +2556,7 @@ type WaitConvergedResponse struct {
 
 func (x *WaitConvergedResponse) Reset() {
 	*x = WaitConvergedResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[37]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2568,7 @@ func (x *WaitConvergedResponse) String() string {
 func (*WaitConvergedResponse) ProtoMessage() {}
 
 func (x *WaitConvergedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[37]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2581,7 @@ func (x *WaitConvergedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitConvergedResponse.ProtoReflect.Descriptor instead.
 func (*WaitConvergedResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{37}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WaitConvergedResponse) GetRevision() int64 {
@@ -2440,7 +2606,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[38]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2618,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[38]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2631,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{38}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{41}
 }
 
 type ListHostsResponse struct {
@@ -2477,7 +2643,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[39]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2489,7 +2655,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[39]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2502,7 +2668,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{39}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListHostsResponse) GetHosts() []*HostStatus {
@@ -2521,7 +2687,7 @@ type RemoveHostRequest struct {
 
 func (x *RemoveHostRequest) Reset() {
 	*x = RemoveHostRequest{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[40]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2699,7 @@ func (x *RemoveHostRequest) String() string {
 func (*RemoveHostRequest) ProtoMessage() {}
 
 func (x *RemoveHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[40]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2712,7 @@ func (x *RemoveHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveHostRequest.ProtoReflect.Descriptor instead.
 func (*RemoveHostRequest) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{40}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RemoveHostRequest) GetName() string {
@@ -2565,7 +2731,7 @@ type RemoveHostResponse struct {
 
 func (x *RemoveHostResponse) Reset() {
 	*x = RemoveHostResponse{}
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[41]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2743,7 @@ func (x *RemoveHostResponse) String() string {
 func (*RemoveHostResponse) ProtoMessage() {}
 
 func (x *RemoveHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[41]
+	mi := &file_proto_petrel_v1_petrel_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2756,7 @@ func (x *RemoveHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveHostResponse.ProtoReflect.Descriptor instead.
 func (*RemoveHostResponse) Descriptor() ([]byte, []int) {
-	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{41}
+	return file_proto_petrel_v1_petrel_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveHostResponse) GetFreedBlocks() []string {
@@ -2721,7 +2887,11 @@ const file_proto_petrel_v1_petrel_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x13.petrel.v1.EndpointR\bendpoint\x12\x14\n" +
 	"\x05netns\x18\x02 \x01(\tR\x05netns\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12$\n" +
-	"\x0ehost_side_only\x18\x04 \x01(\bR\fhostSideOnly\"\xc4\x01\n" +
+	"\x0ehost_side_only\x18\x04 \x01(\bR\fhostSideOnly\"v\n" +
+	"\n" +
+	"AddRequest\x120\n" +
+	"\x06attach\x18\x01 \x01(\v2\x18.petrel.v1.AttachRequestR\x06attach\x126\n" +
+	"\ballocate\x18\x02 \x01(\v2\x1a.petrel.v1.AllocateRequestR\ballocate\"\xc4\x01\n" +
 	"\x0eAttachResponse\x12/\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x13.petrel.v1.EndpointR\bendpoint\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x10\n" +
@@ -2733,7 +2903,13 @@ const file_proto_petrel_v1_petrel_proto_rawDesc = "" +
 	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x14\n" +
 	"\x05netns\x18\x03 \x01(\tR\x05netns\"*\n" +
 	"\x0eDetachResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\bR\aremoved\"q\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\"h\n" +
+	"\rRemoveRequest\x120\n" +
+	"\x06detach\x18\x01 \x01(\v2\x18.petrel.v1.DetachRequestR\x06detach\x12%\n" +
+	"\x0erelease_handle\x18\x02 \x01(\tR\rreleaseHandle\"F\n" +
+	"\x0eRemoveResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\x12\x1a\n" +
+	"\breleased\x18\x02 \x03(\tR\breleased\"q\n" +
 	"\fCheckRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
 	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x14\n" +
@@ -2803,10 +2979,12 @@ const file_proto_petrel_v1_petrel_proto_rawDesc = "" +
 	"\n" +
 	"DeletePool\x12\x1c.petrel.v1.DeletePoolRequest\x1a\x1d.petrel.v1.DeletePoolResponse\x12:\n" +
 	"\x05Usage\x12\x17.petrel.v1.UsageRequest\x1a\x18.petrel.v1.UsageResponse\x12X\n" +
-	"\x0fListAllocations\x12!.petrel.v1.ListAllocationsRequest\x1a\".petrel.v1.ListAllocationsResponse2\xe7\x02\n" +
+	"\x0fListAllocations\x12!.petrel.v1.ListAllocationsRequest\x1a\".petrel.v1.ListAllocationsResponse2\xdf\x03\n" +
 	"\tDataplane\x12=\n" +
 	"\x06Attach\x12\x18.petrel.v1.AttachRequest\x1a\x19.petrel.v1.AttachResponse\x12=\n" +
-	"\x06Detach\x12\x18.petrel.v1.DetachRequest\x1a\x19.petrel.v1.DetachResponse\x12:\n" +
+	"\x06Detach\x12\x18.petrel.v1.DetachRequest\x1a\x19.petrel.v1.DetachResponse\x127\n" +
+	"\x03Add\x12\x15.petrel.v1.AddRequest\x1a\x19.petrel.v1.AttachResponse\x12=\n" +
+	"\x06Remove\x12\x18.petrel.v1.RemoveRequest\x1a\x19.petrel.v1.RemoveResponse\x12:\n" +
 	"\x05Check\x12\x17.petrel.v1.CheckRequest\x1a\x18.petrel.v1.CheckResponse\x12R\n" +
 	"\rListEndpoints\x12\x1f.petrel.v1.ListEndpointsRequest\x1a .petrel.v1.ListEndpointsResponse\x12L\n" +
 	"\vGetEndpoint\x12\x1d.petrel.v1.GetEndpointRequest\x1a\x1e.petrel.v1.GetEndpointResponse2\xaf\x02\n" +
@@ -2830,7 +3008,7 @@ func file_proto_petrel_v1_petrel_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_petrel_v1_petrel_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_petrel_v1_petrel_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_proto_petrel_v1_petrel_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_proto_petrel_v1_petrel_proto_goTypes = []any{
 	(Source)(0),                     // 0: petrel.v1.Source
 	(*AllocateRequest)(nil),         // 1: petrel.v1.AllocateRequest
@@ -2856,97 +3034,107 @@ var file_proto_petrel_v1_petrel_proto_goTypes = []any{
 	(*PortMapping)(nil),             // 21: petrel.v1.PortMapping
 	(*Endpoint)(nil),                // 22: petrel.v1.Endpoint
 	(*AttachRequest)(nil),           // 23: petrel.v1.AttachRequest
-	(*AttachResponse)(nil),          // 24: petrel.v1.AttachResponse
-	(*DetachRequest)(nil),           // 25: petrel.v1.DetachRequest
-	(*DetachResponse)(nil),          // 26: petrel.v1.DetachResponse
-	(*CheckRequest)(nil),            // 27: petrel.v1.CheckRequest
-	(*CheckResponse)(nil),           // 28: petrel.v1.CheckResponse
-	(*ListEndpointsRequest)(nil),    // 29: petrel.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),   // 30: petrel.v1.ListEndpointsResponse
-	(*GetEndpointRequest)(nil),      // 31: petrel.v1.GetEndpointRequest
-	(*GetEndpointResponse)(nil),     // 32: petrel.v1.GetEndpointResponse
-	(*Host)(nil),                    // 33: petrel.v1.Host
-	(*HostStatus)(nil),              // 34: petrel.v1.HostStatus
-	(*StatusRequest)(nil),           // 35: petrel.v1.StatusRequest
-	(*StatusResponse)(nil),          // 36: petrel.v1.StatusResponse
-	(*WaitConvergedRequest)(nil),    // 37: petrel.v1.WaitConvergedRequest
-	(*WaitConvergedResponse)(nil),   // 38: petrel.v1.WaitConvergedResponse
-	(*ListHostsRequest)(nil),        // 39: petrel.v1.ListHostsRequest
-	(*ListHostsResponse)(nil),       // 40: petrel.v1.ListHostsResponse
-	(*RemoveHostRequest)(nil),       // 41: petrel.v1.RemoveHostRequest
-	(*RemoveHostResponse)(nil),      // 42: petrel.v1.RemoveHostResponse
-	nil,                             // 43: petrel.v1.AllocateRequest.LabelsEntry
-	nil,                             // 44: petrel.v1.ReserveRequest.LabelsEntry
-	nil,                             // 45: petrel.v1.Pool.LabelsEntry
-	nil,                             // 46: petrel.v1.Allocation.LabelsEntry
-	nil,                             // 47: petrel.v1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 48: google.protobuf.Timestamp
+	(*AddRequest)(nil),              // 24: petrel.v1.AddRequest
+	(*AttachResponse)(nil),          // 25: petrel.v1.AttachResponse
+	(*DetachRequest)(nil),           // 26: petrel.v1.DetachRequest
+	(*DetachResponse)(nil),          // 27: petrel.v1.DetachResponse
+	(*RemoveRequest)(nil),           // 28: petrel.v1.RemoveRequest
+	(*RemoveResponse)(nil),          // 29: petrel.v1.RemoveResponse
+	(*CheckRequest)(nil),            // 30: petrel.v1.CheckRequest
+	(*CheckResponse)(nil),           // 31: petrel.v1.CheckResponse
+	(*ListEndpointsRequest)(nil),    // 32: petrel.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),   // 33: petrel.v1.ListEndpointsResponse
+	(*GetEndpointRequest)(nil),      // 34: petrel.v1.GetEndpointRequest
+	(*GetEndpointResponse)(nil),     // 35: petrel.v1.GetEndpointResponse
+	(*Host)(nil),                    // 36: petrel.v1.Host
+	(*HostStatus)(nil),              // 37: petrel.v1.HostStatus
+	(*StatusRequest)(nil),           // 38: petrel.v1.StatusRequest
+	(*StatusResponse)(nil),          // 39: petrel.v1.StatusResponse
+	(*WaitConvergedRequest)(nil),    // 40: petrel.v1.WaitConvergedRequest
+	(*WaitConvergedResponse)(nil),   // 41: petrel.v1.WaitConvergedResponse
+	(*ListHostsRequest)(nil),        // 42: petrel.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),       // 43: petrel.v1.ListHostsResponse
+	(*RemoveHostRequest)(nil),       // 44: petrel.v1.RemoveHostRequest
+	(*RemoveHostResponse)(nil),      // 45: petrel.v1.RemoveHostResponse
+	nil,                             // 46: petrel.v1.AllocateRequest.LabelsEntry
+	nil,                             // 47: petrel.v1.ReserveRequest.LabelsEntry
+	nil,                             // 48: petrel.v1.Pool.LabelsEntry
+	nil,                             // 49: petrel.v1.Allocation.LabelsEntry
+	nil,                             // 50: petrel.v1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 51: google.protobuf.Timestamp
 }
 var file_proto_petrel_v1_petrel_proto_depIdxs = []int32{
-	43, // 0: petrel.v1.AllocateRequest.labels:type_name -> petrel.v1.AllocateRequest.LabelsEntry
-	44, // 1: petrel.v1.ReserveRequest.labels:type_name -> petrel.v1.ReserveRequest.LabelsEntry
-	45, // 2: petrel.v1.Pool.labels:type_name -> petrel.v1.Pool.LabelsEntry
+	46, // 0: petrel.v1.AllocateRequest.labels:type_name -> petrel.v1.AllocateRequest.LabelsEntry
+	47, // 1: petrel.v1.ReserveRequest.labels:type_name -> petrel.v1.ReserveRequest.LabelsEntry
+	48, // 2: petrel.v1.Pool.labels:type_name -> petrel.v1.Pool.LabelsEntry
 	7,  // 3: petrel.v1.AddPoolRequest.pool:type_name -> petrel.v1.Pool
 	7,  // 4: petrel.v1.AddPoolResponse.pool:type_name -> petrel.v1.Pool
 	7,  // 5: petrel.v1.ListPoolsResponse.pools:type_name -> petrel.v1.Pool
 	7,  // 6: petrel.v1.PoolUsage.pool:type_name -> petrel.v1.Pool
 	14, // 7: petrel.v1.PoolUsage.blocks:type_name -> petrel.v1.BlockUsage
 	15, // 8: petrel.v1.UsageResponse.pools:type_name -> petrel.v1.PoolUsage
-	48, // 9: petrel.v1.Allocation.created:type_name -> google.protobuf.Timestamp
-	46, // 10: petrel.v1.Allocation.labels:type_name -> petrel.v1.Allocation.LabelsEntry
+	51, // 9: petrel.v1.Allocation.created:type_name -> google.protobuf.Timestamp
+	49, // 10: petrel.v1.Allocation.labels:type_name -> petrel.v1.Allocation.LabelsEntry
 	18, // 11: petrel.v1.ListAllocationsResponse.allocations:type_name -> petrel.v1.Allocation
 	0,  // 12: petrel.v1.Endpoint.source:type_name -> petrel.v1.Source
-	47, // 13: petrel.v1.Endpoint.labels:type_name -> petrel.v1.Endpoint.LabelsEntry
+	50, // 13: petrel.v1.Endpoint.labels:type_name -> petrel.v1.Endpoint.LabelsEntry
 	21, // 14: petrel.v1.Endpoint.port_mappings:type_name -> petrel.v1.PortMapping
-	48, // 15: petrel.v1.Endpoint.created:type_name -> google.protobuf.Timestamp
+	51, // 15: petrel.v1.Endpoint.created:type_name -> google.protobuf.Timestamp
 	22, // 16: petrel.v1.AttachRequest.endpoint:type_name -> petrel.v1.Endpoint
-	22, // 17: petrel.v1.AttachResponse.endpoint:type_name -> petrel.v1.Endpoint
-	22, // 18: petrel.v1.ListEndpointsResponse.endpoints:type_name -> petrel.v1.Endpoint
-	22, // 19: petrel.v1.GetEndpointResponse.endpoints:type_name -> petrel.v1.Endpoint
-	33, // 20: petrel.v1.HostStatus.host:type_name -> petrel.v1.Host
-	34, // 21: petrel.v1.StatusResponse.hosts:type_name -> petrel.v1.HostStatus
-	15, // 22: petrel.v1.StatusResponse.pools:type_name -> petrel.v1.PoolUsage
-	34, // 23: petrel.v1.WaitConvergedResponse.hosts:type_name -> petrel.v1.HostStatus
-	34, // 24: petrel.v1.ListHostsResponse.hosts:type_name -> petrel.v1.HostStatus
-	1,  // 25: petrel.v1.IPAM.Allocate:input_type -> petrel.v1.AllocateRequest
-	3,  // 26: petrel.v1.IPAM.Reserve:input_type -> petrel.v1.ReserveRequest
-	5,  // 27: petrel.v1.IPAM.Release:input_type -> petrel.v1.ReleaseRequest
-	8,  // 28: petrel.v1.IPAM.AddPool:input_type -> petrel.v1.AddPoolRequest
-	10, // 29: petrel.v1.IPAM.ListPools:input_type -> petrel.v1.ListPoolsRequest
-	12, // 30: petrel.v1.IPAM.DeletePool:input_type -> petrel.v1.DeletePoolRequest
-	16, // 31: petrel.v1.IPAM.Usage:input_type -> petrel.v1.UsageRequest
-	19, // 32: petrel.v1.IPAM.ListAllocations:input_type -> petrel.v1.ListAllocationsRequest
-	23, // 33: petrel.v1.Dataplane.Attach:input_type -> petrel.v1.AttachRequest
-	25, // 34: petrel.v1.Dataplane.Detach:input_type -> petrel.v1.DetachRequest
-	27, // 35: petrel.v1.Dataplane.Check:input_type -> petrel.v1.CheckRequest
-	29, // 36: petrel.v1.Dataplane.ListEndpoints:input_type -> petrel.v1.ListEndpointsRequest
-	31, // 37: petrel.v1.Dataplane.GetEndpoint:input_type -> petrel.v1.GetEndpointRequest
-	35, // 38: petrel.v1.Cluster.Status:input_type -> petrel.v1.StatusRequest
-	37, // 39: petrel.v1.Cluster.WaitConverged:input_type -> petrel.v1.WaitConvergedRequest
-	39, // 40: petrel.v1.Cluster.ListHosts:input_type -> petrel.v1.ListHostsRequest
-	41, // 41: petrel.v1.Cluster.RemoveHost:input_type -> petrel.v1.RemoveHostRequest
-	2,  // 42: petrel.v1.IPAM.Allocate:output_type -> petrel.v1.AllocateResponse
-	4,  // 43: petrel.v1.IPAM.Reserve:output_type -> petrel.v1.ReserveResponse
-	6,  // 44: petrel.v1.IPAM.Release:output_type -> petrel.v1.ReleaseResponse
-	9,  // 45: petrel.v1.IPAM.AddPool:output_type -> petrel.v1.AddPoolResponse
-	11, // 46: petrel.v1.IPAM.ListPools:output_type -> petrel.v1.ListPoolsResponse
-	13, // 47: petrel.v1.IPAM.DeletePool:output_type -> petrel.v1.DeletePoolResponse
-	17, // 48: petrel.v1.IPAM.Usage:output_type -> petrel.v1.UsageResponse
-	20, // 49: petrel.v1.IPAM.ListAllocations:output_type -> petrel.v1.ListAllocationsResponse
-	24, // 50: petrel.v1.Dataplane.Attach:output_type -> petrel.v1.AttachResponse
-	26, // 51: petrel.v1.Dataplane.Detach:output_type -> petrel.v1.DetachResponse
-	28, // 52: petrel.v1.Dataplane.Check:output_type -> petrel.v1.CheckResponse
-	30, // 53: petrel.v1.Dataplane.ListEndpoints:output_type -> petrel.v1.ListEndpointsResponse
-	32, // 54: petrel.v1.Dataplane.GetEndpoint:output_type -> petrel.v1.GetEndpointResponse
-	36, // 55: petrel.v1.Cluster.Status:output_type -> petrel.v1.StatusResponse
-	38, // 56: petrel.v1.Cluster.WaitConverged:output_type -> petrel.v1.WaitConvergedResponse
-	40, // 57: petrel.v1.Cluster.ListHosts:output_type -> petrel.v1.ListHostsResponse
-	42, // 58: petrel.v1.Cluster.RemoveHost:output_type -> petrel.v1.RemoveHostResponse
-	42, // [42:59] is the sub-list for method output_type
-	25, // [25:42] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	23, // 17: petrel.v1.AddRequest.attach:type_name -> petrel.v1.AttachRequest
+	1,  // 18: petrel.v1.AddRequest.allocate:type_name -> petrel.v1.AllocateRequest
+	22, // 19: petrel.v1.AttachResponse.endpoint:type_name -> petrel.v1.Endpoint
+	26, // 20: petrel.v1.RemoveRequest.detach:type_name -> petrel.v1.DetachRequest
+	22, // 21: petrel.v1.ListEndpointsResponse.endpoints:type_name -> petrel.v1.Endpoint
+	22, // 22: petrel.v1.GetEndpointResponse.endpoints:type_name -> petrel.v1.Endpoint
+	36, // 23: petrel.v1.HostStatus.host:type_name -> petrel.v1.Host
+	37, // 24: petrel.v1.StatusResponse.hosts:type_name -> petrel.v1.HostStatus
+	15, // 25: petrel.v1.StatusResponse.pools:type_name -> petrel.v1.PoolUsage
+	37, // 26: petrel.v1.WaitConvergedResponse.hosts:type_name -> petrel.v1.HostStatus
+	37, // 27: petrel.v1.ListHostsResponse.hosts:type_name -> petrel.v1.HostStatus
+	1,  // 28: petrel.v1.IPAM.Allocate:input_type -> petrel.v1.AllocateRequest
+	3,  // 29: petrel.v1.IPAM.Reserve:input_type -> petrel.v1.ReserveRequest
+	5,  // 30: petrel.v1.IPAM.Release:input_type -> petrel.v1.ReleaseRequest
+	8,  // 31: petrel.v1.IPAM.AddPool:input_type -> petrel.v1.AddPoolRequest
+	10, // 32: petrel.v1.IPAM.ListPools:input_type -> petrel.v1.ListPoolsRequest
+	12, // 33: petrel.v1.IPAM.DeletePool:input_type -> petrel.v1.DeletePoolRequest
+	16, // 34: petrel.v1.IPAM.Usage:input_type -> petrel.v1.UsageRequest
+	19, // 35: petrel.v1.IPAM.ListAllocations:input_type -> petrel.v1.ListAllocationsRequest
+	23, // 36: petrel.v1.Dataplane.Attach:input_type -> petrel.v1.AttachRequest
+	26, // 37: petrel.v1.Dataplane.Detach:input_type -> petrel.v1.DetachRequest
+	24, // 38: petrel.v1.Dataplane.Add:input_type -> petrel.v1.AddRequest
+	28, // 39: petrel.v1.Dataplane.Remove:input_type -> petrel.v1.RemoveRequest
+	30, // 40: petrel.v1.Dataplane.Check:input_type -> petrel.v1.CheckRequest
+	32, // 41: petrel.v1.Dataplane.ListEndpoints:input_type -> petrel.v1.ListEndpointsRequest
+	34, // 42: petrel.v1.Dataplane.GetEndpoint:input_type -> petrel.v1.GetEndpointRequest
+	38, // 43: petrel.v1.Cluster.Status:input_type -> petrel.v1.StatusRequest
+	40, // 44: petrel.v1.Cluster.WaitConverged:input_type -> petrel.v1.WaitConvergedRequest
+	42, // 45: petrel.v1.Cluster.ListHosts:input_type -> petrel.v1.ListHostsRequest
+	44, // 46: petrel.v1.Cluster.RemoveHost:input_type -> petrel.v1.RemoveHostRequest
+	2,  // 47: petrel.v1.IPAM.Allocate:output_type -> petrel.v1.AllocateResponse
+	4,  // 48: petrel.v1.IPAM.Reserve:output_type -> petrel.v1.ReserveResponse
+	6,  // 49: petrel.v1.IPAM.Release:output_type -> petrel.v1.ReleaseResponse
+	9,  // 50: petrel.v1.IPAM.AddPool:output_type -> petrel.v1.AddPoolResponse
+	11, // 51: petrel.v1.IPAM.ListPools:output_type -> petrel.v1.ListPoolsResponse
+	13, // 52: petrel.v1.IPAM.DeletePool:output_type -> petrel.v1.DeletePoolResponse
+	17, // 53: petrel.v1.IPAM.Usage:output_type -> petrel.v1.UsageResponse
+	20, // 54: petrel.v1.IPAM.ListAllocations:output_type -> petrel.v1.ListAllocationsResponse
+	25, // 55: petrel.v1.Dataplane.Attach:output_type -> petrel.v1.AttachResponse
+	27, // 56: petrel.v1.Dataplane.Detach:output_type -> petrel.v1.DetachResponse
+	25, // 57: petrel.v1.Dataplane.Add:output_type -> petrel.v1.AttachResponse
+	29, // 58: petrel.v1.Dataplane.Remove:output_type -> petrel.v1.RemoveResponse
+	31, // 59: petrel.v1.Dataplane.Check:output_type -> petrel.v1.CheckResponse
+	33, // 60: petrel.v1.Dataplane.ListEndpoints:output_type -> petrel.v1.ListEndpointsResponse
+	35, // 61: petrel.v1.Dataplane.GetEndpoint:output_type -> petrel.v1.GetEndpointResponse
+	39, // 62: petrel.v1.Cluster.Status:output_type -> petrel.v1.StatusResponse
+	41, // 63: petrel.v1.Cluster.WaitConverged:output_type -> petrel.v1.WaitConvergedResponse
+	43, // 64: petrel.v1.Cluster.ListHosts:output_type -> petrel.v1.ListHostsResponse
+	45, // 65: petrel.v1.Cluster.RemoveHost:output_type -> petrel.v1.RemoveHostResponse
+	47, // [47:66] is the sub-list for method output_type
+	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_proto_petrel_v1_petrel_proto_init() }
@@ -2960,7 +3148,7 @@ func file_proto_petrel_v1_petrel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_petrel_v1_petrel_proto_rawDesc), len(file_proto_petrel_v1_petrel_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -418,6 +418,8 @@ var IPAM_ServiceDesc = grpc.ServiceDesc{
 const (
 	Dataplane_Attach_FullMethodName        = "/petrel.v1.Dataplane/Attach"
 	Dataplane_Detach_FullMethodName        = "/petrel.v1.Dataplane/Detach"
+	Dataplane_Add_FullMethodName           = "/petrel.v1.Dataplane/Add"
+	Dataplane_Remove_FullMethodName        = "/petrel.v1.Dataplane/Remove"
 	Dataplane_Check_FullMethodName         = "/petrel.v1.Dataplane/Check"
 	Dataplane_ListEndpoints_FullMethodName = "/petrel.v1.Dataplane/ListEndpoints"
 	Dataplane_GetEndpoint_FullMethodName   = "/petrel.v1.Dataplane/GetEndpoint"
@@ -438,6 +440,12 @@ type DataplaneClient interface {
 	// idempotent and works when the netns is gone. It does not release
 	// addresses.
 	Detach(ctx context.Context, in *DetachRequest, opts ...grpc.CallOption) (*DetachResponse, error)
+	// Add is IPAM.Allocate then Attach in one call, CNI ADD's path. An agent
+	// that predates it answers Unimplemented: callers fall back to the two.
+	Add(ctx context.Context, in *AddRequest, opts ...grpc.CallOption) (*AttachResponse, error)
+	// Remove is Detach then IPAM.Release of a handle in one call, CNI DEL's
+	// path (Unimplemented on older agents, as Add).
+	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
 	// Check verifies that a container's network is as Attach left it.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
@@ -466,6 +474,26 @@ func (c *dataplaneClient) Detach(ctx context.Context, in *DetachRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DetachResponse)
 	err := c.cc.Invoke(ctx, Dataplane_Detach_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dataplaneClient) Add(ctx context.Context, in *AddRequest, opts ...grpc.CallOption) (*AttachResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttachResponse)
+	err := c.cc.Invoke(ctx, Dataplane_Add_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dataplaneClient) Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveResponse)
+	err := c.cc.Invoke(ctx, Dataplane_Remove_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -517,6 +545,12 @@ type DataplaneServer interface {
 	// idempotent and works when the netns is gone. It does not release
 	// addresses.
 	Detach(context.Context, *DetachRequest) (*DetachResponse, error)
+	// Add is IPAM.Allocate then Attach in one call, CNI ADD's path. An agent
+	// that predates it answers Unimplemented: callers fall back to the two.
+	Add(context.Context, *AddRequest) (*AttachResponse, error)
+	// Remove is Detach then IPAM.Release of a handle in one call, CNI DEL's
+	// path (Unimplemented on older agents, as Add).
+	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
 	// Check verifies that a container's network is as Attach left it.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
@@ -536,6 +570,12 @@ func (UnimplementedDataplaneServer) Attach(context.Context, *AttachRequest) (*At
 }
 func (UnimplementedDataplaneServer) Detach(context.Context, *DetachRequest) (*DetachResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Detach not implemented")
+}
+func (UnimplementedDataplaneServer) Add(context.Context, *AddRequest) (*AttachResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Add not implemented")
+}
+func (UnimplementedDataplaneServer) Remove(context.Context, *RemoveRequest) (*RemoveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Remove not implemented")
 }
 func (UnimplementedDataplaneServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Check not implemented")
@@ -599,6 +639,42 @@ func _Dataplane_Detach_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(DataplaneServer).Detach(ctx, req.(*DetachRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dataplane_Add_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataplaneServer).Add(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dataplane_Add_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataplaneServer).Add(ctx, req.(*AddRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dataplane_Remove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataplaneServer).Remove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dataplane_Remove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataplaneServer).Remove(ctx, req.(*RemoveRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -671,6 +747,14 @@ var Dataplane_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Detach",
 			Handler:    _Dataplane_Detach_Handler,
+		},
+		{
+			MethodName: "Add",
+			Handler:    _Dataplane_Add_Handler,
+		},
+		{
+			MethodName: "Remove",
+			Handler:    _Dataplane_Remove_Handler,
 		},
 		{
 			MethodName: "Check",

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"google.golang.org/protobuf/proto"
+
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
 )
 
@@ -372,4 +374,42 @@ func (a *Agent) Status(context.Context, *petrelv1.StatusRequest) (*petrelv1.Stat
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return &petrelv1.StatusResponse{Host: a.Host, Version: "fake", Endpoints: int64(len(a.endpoints))}, nil
+}
+
+// Add is Allocate then Attach, as petreld serves it.
+func (a *Agent) Add(ctx context.Context, r *petrelv1.AddRequest) (*petrelv1.AttachResponse, error) {
+	att := r.GetAttach()
+	if att == nil || r.GetAllocate() == nil {
+		return nil, status.Error(codes.InvalidArgument, "attach and allocate are required")
+	}
+	alloc := proto.CloneOf(r.GetAllocate())
+	if alloc.Handle == "" {
+		alloc.Handle = att.GetEndpoint().GetHandle()
+	}
+	got, err := a.Allocate(ctx, alloc)
+	if err != nil {
+		return nil, err
+	}
+	att = proto.CloneOf(att)
+	if att.Endpoint == nil {
+		att.Endpoint = &petrelv1.Endpoint{}
+	}
+	att.Endpoint.Ips = append(att.Endpoint.Ips, got.GetIps()...)
+	return a.Attach(ctx, att)
+}
+
+// Remove is Detach then Release of the handle, as petreld serves it.
+func (a *Agent) Remove(ctx context.Context, r *petrelv1.RemoveRequest) (*petrelv1.RemoveResponse, error) {
+	if r.GetReleaseHandle() == "" {
+		return nil, status.Error(codes.InvalidArgument, "release_handle is required")
+	}
+	d, err := a.Detach(ctx, r.GetDetach())
+	if err != nil {
+		return nil, err
+	}
+	rel, err := a.Release(ctx, &petrelv1.ReleaseRequest{Handle: r.GetReleaseHandle()})
+	if err != nil {
+		return nil, err
+	}
+	return &petrelv1.RemoveResponse{Removed: d.GetRemoved(), Released: rel.GetReleased()}, nil
 }
