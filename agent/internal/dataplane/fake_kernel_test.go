@@ -162,18 +162,25 @@ func (k *fakeKernel) createVeth(_ context.Context, v vethSpec) error {
 	return nil
 }
 
+// takeHostLocked logs method, returns its injected failure, and removes the
+// host veth name from the table, returning it (nil when absent).
+func (k *fakeKernel) takeHostLocked(method, name string) (*fakeHost, error) {
+	k.log("%s %s", method, name)
+	if err := k.fail(method); err != nil {
+		return nil, err
+	}
+	h := k.hosts[name]
+	delete(k.hosts, name)
+	return h, nil
+}
+
 func (k *fakeKernel) deleteHostIf(_ context.Context, name string) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.log("deleteHostIf %s", name)
-	if err := k.fail("deleteHostIf"); err != nil {
+	h, err := k.takeHostLocked("deleteHostIf", name)
+	if h == nil || err != nil {
 		return false, err
 	}
-	h, ok := k.hosts[name]
-	if !ok {
-		return false, nil
-	}
-	delete(k.hosts, name)
 	if links, ok := k.netns[h.netns]; ok && h.netns != "" {
 		delete(links, h.peer)
 	}
@@ -279,15 +286,10 @@ func (k *fakeKernel) render() string {
 func (k *fakeKernel) retireHostIf(_ context.Context, name, netns string) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.log("retireHostIf %s", name)
-	if err := k.fail("retireHostIf"); err != nil {
+	h, err := k.takeHostLocked("retireHostIf", name)
+	if h == nil || err != nil {
 		return false, err
 	}
-	h, ok := k.hosts[name]
-	if !ok {
-		return false, nil
-	}
-	delete(k.hosts, name)
 	h.obs.Up, h.obs.Routes = false, nil
 	h.retired = true
 	if links, ok := k.netns[h.netns]; ok && h.netns != "" && netns == h.netns {
