@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/petrel-net/petrel/agent/internal/dataplane"
 )
 
@@ -19,9 +21,31 @@ func (r ipamReleaser) ReleaseHandle(ctx context.Context, handle string) error {
 // kernel against the registry, and sets the Dataplane gRPC service.
 func (d *Daemon) startDataplane(ctx context.Context) error {
 	dc := d.cfg.Dataplane
+	reaped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "petrel_dataplane_veths_deleted_total",
+		Help: "Retired veth pairs deleted in batches after a detach.",
+	})
+	reapErrs := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "petrel_dataplane_veth_delete_errors_total",
+		Help: "Failed batch deletions of retired veth pairs (retried).",
+	})
+	if err := d.registry.Register(reaped); err != nil {
+		return err
+	}
+	if err := d.registry.Register(reapErrs); err != nil {
+		return err
+	}
+	dlog := d.log.With("component", "dataplane")
+	onReap := func(n int, err error) {
+		reaped.Add(float64(n))
+		if err != nil {
+			reapErrs.Inc()
+			dlog.Warn("deleting retired veths failed; retrying", "error", err)
+		}
+	}
 	dp, err := dataplane.New(ctx, d.cfg.Hostname, dc.NetNS, dataplane.NewEtcdStore(d.etcd),
 		dataplane.WithMTU(dc.MTU), dataplane.WithUnderlayInterface(dc.UnderlayInterface),
-		dataplane.WithReleaser(ipamReleaser{d}))
+		dataplane.WithReleaser(ipamReleaser{d}), dataplane.WithReapHook(onReap))
 	if err != nil {
 		return fmt.Errorf("dataplane in netns %q: %w", dc.NetNS, err)
 	}

@@ -90,6 +90,14 @@ type config struct {
 	underlay string
 	releaser Releaser
 	now      func() time.Time
+	onReap   func(deleted int, err error)
+}
+
+// WithReapHook sets a function called after every deletion of retired veths
+// (see RetireGroup) with how many it deleted and its error, for the
+// binary's metrics and log.
+func WithReapHook(f func(deleted int, err error)) Option {
+	return func(c *config) { c.onReap = f }
 }
 
 // WithMTU fixes the veth MTU, overriding detection (0 = detect).
@@ -155,7 +163,7 @@ func (d *Dataplane) reapScheduled() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err := d.k.reapRetired(ctx)
+	_, err := d.reapLocked(ctx)
 	cancel()
 	d.reapMu.Unlock()
 	if err != nil {
@@ -167,7 +175,18 @@ func (d *Dataplane) reapScheduled() {
 func (d *Dataplane) reapNow(ctx context.Context) (int, error) {
 	d.reapMu.Lock()
 	defer d.reapMu.Unlock()
-	return d.k.reapRetired(ctx)
+	return d.reapLocked(ctx)
+}
+
+func (d *Dataplane) reapLocked(ctx context.Context) (int, error) {
+	n, err := d.k.reapRetired(ctx)
+	if err != nil {
+		err = fmt.Errorf("delete retired veths: %w", err)
+	}
+	if d.cfg.onReap != nil && (n > 0 || err != nil) {
+		d.cfg.onReap(n, err)
+	}
+	return n, err
 }
 
 func newWithDeps(host string, k kernel, store Store, underlayMTU int, opts ...Option) *Dataplane {
@@ -193,12 +212,9 @@ func (d *Dataplane) Close() error {
 		d.reapTimer = nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err := d.k.reapRetired(ctx)
+	_, err := d.reapLocked(ctx)
 	cancel()
 	d.reapMu.Unlock()
-	if err != nil {
-		err = fmt.Errorf("delete retired veths: %w", err)
-	}
 	return errors.Join(err, d.close())
 }
 
@@ -689,7 +705,7 @@ func (d *Dataplane) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	// Veths retired before a crash or restart.
 	if _, err := d.reapNow(ctx); err != nil {
-		return rep, fmt.Errorf("delete retired veths: %w", err)
+		return rep, err
 	}
 	recs, err := d.store.List(ctx, d.host, "")
 	if err != nil {

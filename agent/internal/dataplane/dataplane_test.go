@@ -303,3 +303,58 @@ func TestReconcileProcPathNotRebuilt(t *testing.T) {
 		t.Errorf("released %v, want [h-nm]", rel.got)
 	}
 }
+
+// TestRetireAndReap checks the batched deletion with the fake kernel: a
+// detach frees the container's interface name at once, the retired pair is
+// deleted by the scheduled reap, and the hook sees every deletion and error.
+func TestRetireAndReap(t *testing.T) {
+	ctx := context.Background()
+	type reap struct {
+		n   int
+		err error
+	}
+	reaps := make(chan reap, 10)
+	dp, k, _ := newFakeDP(t, WithReapHook(func(n int, err error) { reaps <- reap{n, err} }))
+	k.addNetns("/n/a")
+	if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dp.Detach(ctx, "a", "eth0", "/n/a"); err != nil {
+		t.Fatal(err)
+	}
+	// The name is free before the reap.
+	if _, err := dp.Attach(ctx, Spec{ContainerID: "b", Netns: "/n/a", IPs: addrs("10.0.0.3")}); err != nil {
+		t.Fatalf("attach into the same namespace right after a detach: %v", err)
+	}
+	select {
+	case r := <-reaps:
+		if r.n != 1 || r.err != nil {
+			t.Errorf("scheduled reap = %d, %v; want 1, nil", r.n, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reap within 10s of a detach")
+	}
+	if _, err := dp.Detach(ctx, "b", "eth0", "/n/a"); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("rtnl busy")
+	k.mu.Lock()
+	k.failOn["reapRetired"] = boom
+	k.mu.Unlock()
+	if _, err := dp.reapNow(ctx); !errors.Is(err, boom) {
+		t.Errorf("reapNow = %v, want %v", err, boom)
+	}
+	if r := <-reaps; !errors.Is(r.err, boom) {
+		t.Errorf("hook saw %v, want %v", r.err, boom)
+	}
+	k.mu.Lock()
+	delete(k.failOn, "reapRetired")
+	k.mu.Unlock()
+	// Close deletes what is left.
+	if err := dp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.render(); got != "" {
+		t.Errorf("left after Close:\n%s", got)
+	}
+}
