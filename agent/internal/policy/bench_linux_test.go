@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
@@ -61,28 +63,75 @@ func BenchmarkProgram1000(b *testing.B) {
 }
 
 // BenchmarkMembershipChange1000 times enforcing one membership change on a
-// host whose table holds 1,000 endpoints in 100 groups: one Reconcile after
-// one endpoint switches group (the full read-back and diff included).
+// host whose table holds 1,000 endpoints in 100 groups: one endpoint's
+// record is replaced by one in another group, then "changed" runs what the
+// watch loop runs (ReconcileChanged with the endpoint's key) and "full" a
+// full Reconcile (desired table from every endpoint, diff, batch).
 func BenchmarkMembershipChange1000(b *testing.B) {
-	ns := testutil.NewNS(b, "polb")
-	p, err := New(labHost, WithNetNS(ns.Path))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	snap := benchSnapshot(1000, 100)
-	ctx := context.Background()
-	if err := p.Reconcile(ctx, snap); err != nil {
-		b.Fatal(err)
-	}
-	ep := snap.Endpoints[registry.EndpointKey("h1", "c2", "eth0")]
-	i := 0
-	for b.Loop() {
-		i++
-		ep.Netgroups = []string{fmt.Sprint("grp", i%100)}
-		if err := p.Reconcile(ctx, snap); err != nil {
-			b.Fatal(err)
+	key := registry.EndpointKey("h1", "c2", "eth0")
+	benchChange(b, 1000, func(snap *registry.Snapshot, i int) {
+		n := proto.Clone(snap.Endpoints[key]).(*petrelv1.Endpoint)
+		n.Netgroups = []string{fmt.Sprint("grp", i%100)}
+		snap.Endpoints[key] = n
+	}, key)
+}
+
+// BenchmarkEndpointAdd1000 times enforcing one container start on a host
+// whose table holds 1,000 endpoints in 100 groups: one local endpoint is
+// added to group grp7 (on every other iteration; removed on the others),
+// then "changed" and "full" reconcile as in BenchmarkMembershipChange1000.
+// CNI ADD latency waits for this when the watch loop is busy.
+func BenchmarkEndpointAdd1000(b *testing.B) { benchEndpointAdd(b, 1000) }
+
+// BenchmarkEndpointAdd10 is BenchmarkEndpointAdd1000 with 10 live endpoints
+// (issue 3: the "changed" figure must not grow with them).
+func BenchmarkEndpointAdd10(b *testing.B) { benchEndpointAdd(b, 10) }
+
+func benchEndpointAdd(b *testing.B, live int) {
+	key := registry.EndpointKey("h1", "new", "eth0")
+	benchChange(b, live, func(snap *registry.Snapshot, i int) {
+		if i%2 == 0 {
+			delete(snap.Endpoints, key)
+			return
 		}
+		snap.Endpoints[key] = &petrelv1.Endpoint{ContainerId: "new", Host: "h1", Ifname: "eth0",
+			HostIfname: "ptlbnew", Ips: []string{"10.70.200.1"}, Netgroups: []string{"grp7"}}
+	}, key)
+}
+
+func benchChange(b *testing.B, live int, change func(*registry.Snapshot, int), key string) {
+	for _, mode := range []string{"changed", "full"} {
+		b.Run(mode, func(b *testing.B) {
+			ns := testutil.NewNS(b, "polb")
+			p, err := New(labHost, WithNetNS(ns.Path))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			snap := benchSnapshot(live, 100)
+			ctx := context.Background()
+			if err := p.Reconcile(ctx, snap); err != nil {
+				b.Fatal(err)
+			}
+			keys := []string{key}
+			i := 0
+			for b.Loop() {
+				i++
+				change(snap, i)
+				var err error
+				if mode == "changed" {
+					err = p.ReconcileChanged(ctx, snap, keys)
+				} else {
+					err = p.Reconcile(ctx, snap)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !p.Stats().Changed {
+					b.Fatal("reconcile changed nothing")
+				}
+			}
+		})
 	}
 }
 

@@ -53,3 +53,18 @@ func FuzzDecodeElem(f *testing.F) {
 		_, _, _ = decodeElem(setKind(kind%8), nftables.SetElement{Key: key, Val: val})
 	})
 }
+
+// TestRenderRuleCounts checks ruleCount (model.go) against the renderers.
+func TestRenderRuleCounts(t *testing.T) {
+	setOf := func(name string) *nftables.Set { return &nftables.Set{Name: name} }
+	for _, spec := range []chainSpec{
+		{Kind: chainKindSpoof}, {Kind: chainKindFwd}, {Kind: chainKindIn},
+		{Kind: chainKindCombo4, Groups: []string{"a", "b"}}, {Kind: chainKindCombo6, Groups: []string{"a"}},
+	} {
+		st := newState()
+		st.addChain("x", spec)
+		if got, want := len(renderRules(spec, setOf)), ruleCount(st); got != want {
+			t.Errorf("chain kind %d: renders %d rules, ruleCount says %d", spec.Kind, got, want)
+		}
+	}
+}

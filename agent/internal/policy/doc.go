@@ -57,7 +57,13 @@
 // the host, never with the number of containers.
 //
 // Reconcile computes the desired table from a registry.Snapshot, reads the
-// kernel's table back, and applies only the difference in one netlink batch.
-// The table is never flushed and reloaded, so it survives agent restarts and
-// is adopted by the next agent.
+// kernel's table back (unless the ruleset generation shows that nobody
+// changed it since our last batch), and applies only the difference in one
+// netlink batch. ReconcileChanged, which the cluster watch loop calls after
+// each batch of registry changes, updates the last desired table for just
+// the changed endpoints through a per-endpoint reference-counted index
+// (index.go), so that its cost follows the change rather than the number of
+// endpoints; it falls back to Reconcile at start, after an error, and when
+// the generation moved. The table is never flushed and reloaded, so it
+// survives agent restarts and is adopted by the next agent.
 package policy

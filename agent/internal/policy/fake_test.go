@@ -16,6 +16,7 @@ type fakeKernel struct {
 	reads   int
 	gen     uint32
 	failErr error
+	last    plan // the last plan applied
 }
 
 func (f *fakeKernel) generation(context.Context) (uint32, error) { return f.gen, nil }
@@ -58,6 +59,7 @@ func (f *fakeKernel) apply(_ context.Context, p plan) error {
 	}
 	f.applies++
 	f.gen++
+	f.last = p
 	s := cloneState(f.st)
 	if p.DelTable {
 		f.st = newState()

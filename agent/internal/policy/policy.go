@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/petrel-net/petrel/agent/registry"
@@ -61,6 +63,9 @@ type Policy struct {
 	cache    state
 	cacheGen uint32
 	cacheOK  bool
+	// model is the desired table of the last successful reconcile with its
+	// per-endpoint index (nil: rebuild it from the snapshot next time).
+	model *model
 }
 
 // Option configures New.
@@ -122,6 +127,7 @@ func (p *Policy) Remove(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cacheOK = false
+	p.model = nil
 	st, err := p.k.read(ctx)
 	if err != nil {
 		return fmt.Errorf("policy: read table %s: %w", TableName, err)
@@ -156,18 +162,70 @@ func (p *Policy) Stats() Stats {
 	return p.stats
 }
 
-// Reconcile makes the kernel's table match the snapshot: it reads the table
-// back, diffs it against the desired content and applies the difference in
-// one batch. It is safe to call repeatedly; an unchanged snapshot changes
-// nothing.
+// Reconcile makes the kernel's table match the snapshot: it computes the
+// desired table from every endpoint, diffs it against the kernel's (read
+// back unless the ruleset generation shows it unchanged since our last
+// batch) and applies the difference in one batch. It is safe to call
+// repeatedly; an unchanged snapshot changes nothing.
 func (p *Policy) Reconcile(ctx context.Context, s *registry.Snapshot) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	want := desired(s, p.host, p.def)
+	return p.reconcileLocked(ctx, s)
+}
+
+// ReconcileChanged is Reconcile for a snapshot that differs from the one of
+// the previous call only in the endpoints under the registry keys in changed
+// (puts and deletes; keys of other kinds are ignored). It updates the last
+// desired table for just those endpoints and applies the difference, so its
+// cost follows the change, not the number of endpoints. It does what
+// Reconcile does when there is no previous table (first call, after an
+// error) or when the ruleset generation moved since our last batch (someone
+// else changed the namespace's rules). The cluster watch loop calls it after
+// each batch of changes, and Reconcile after every (re)list and resync tick.
+func (p *Policy) ReconcileChanged(ctx context.Context, s *registry.Snapshot, changed []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.model == nil || !p.cacheOK {
+		return p.reconcileLocked(ctx, s)
+	}
+	if !slices.ContainsFunc(changed, func(k string) bool { return strings.HasPrefix(k, registry.EndpointsPrefix) }) {
+		p.stats.Changed = false
+		return nil
+	}
+	if gen, err := p.k.generation(ctx); err != nil || gen != p.cacheGen {
+		return p.reconcileLocked(ctx, s)
+	}
+	pl := p.model.update(s, changed)
+	st := statsOf(p.model.want)
+	if pl.empty() {
+		p.stats = st
+		return nil
+	}
+	p.cacheOK = false
+	if err := p.k.apply(ctx, pl); err != nil {
+		p.model = nil
+		return fmt.Errorf("policy: apply to table %s: %w", TableName, err)
+	}
+	st.Changed = true
+	p.stats = st
+	if gen, err := p.k.generation(ctx); err == nil {
+		p.cache, p.cacheGen, p.cacheOK = p.model.want, gen, true
+	}
+	return nil
+}
+
+func statsOf(want state) Stats {
 	st := Stats{Sets: len(want.Sets), Rules: ruleCount(want)}
 	for _, e := range want.Elems {
 		st.Elements += len(e)
 	}
+	return st
+}
+
+func (p *Policy) reconcileLocked(ctx context.Context, s *registry.Snapshot) error {
+	p.model = nil
+	want := desired(s, p.host, p.def)
+	st := statsOf(want)
 	// A second round only happens after a table of an unknown shape was
 	// deleted (see diff).
 	for range 2 {
@@ -178,6 +236,7 @@ func (p *Policy) Reconcile(ctx context.Context, s *registry.Snapshot) error {
 		pl := diff(want, actual)
 		if pl.empty() {
 			p.stats = st
+			p.model = newModel(s, p.host, p.def, want)
 			return nil
 		}
 		p.cacheOK = false
@@ -187,6 +246,7 @@ func (p *Policy) Reconcile(ctx context.Context, s *registry.Snapshot) error {
 		st.Changed = true
 		if !pl.DelTable {
 			p.stats = st
+			p.model = newModel(s, p.host, p.def, want)
 			// The kernel now holds want. Remember it with the generation
 			// our batch produced; a later change by anyone else bumps it.
 			if gen, err := p.k.generation(ctx); err == nil {
