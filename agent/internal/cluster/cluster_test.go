@@ -273,3 +273,37 @@ func TestTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestUnchangedBetween checks the read WaitConverged falls back on when no
+// progress notification comes: applied/ writes do not count, a write or a
+// deletion under the watched prefix does.
+func TestUnchangedBetween(t *testing.T) {
+	_, cli := testutil.Etcd(t)
+	a := startAgent(t, cli, "a")
+	waitHosts(t, a, 1)
+	ctx := context.Background()
+	base := putBlock(t, cli, "10.1.0.0/26", "a")
+	waitConverged(t, a, base)
+	put := func(k string) int64 {
+		r, err := cli.Put(ctx, k, "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Header.Revision
+	}
+	r1 := put(registry.AppliedKey("zz"))
+	if !a.c.unchangedBetween(ctx, base, r1) {
+		t.Errorf("an applied/ write counted as a change")
+	}
+	r2 := put(registry.PoolKey("x"))
+	if a.c.unchangedBetween(ctx, r1, r2) {
+		t.Errorf("a pool write was not seen")
+	}
+	d, err := cli.Delete(ctx, registry.PoolKey("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.c.unchangedBetween(ctx, r2, d.Header.Revision) {
+		t.Errorf("a deletion was not seen")
+	}
+}

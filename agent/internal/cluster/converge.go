@@ -105,7 +105,7 @@ func (c *Cluster) WaitConverged(ctx context.Context, r int64) (int64, View, erro
 		}
 		r = cur
 	}
-	var lastProgress time.Time
+	var lastProgress, behindSince time.Time
 	for {
 		c.demandApplied(ctx)
 		c.mu.Lock()
@@ -131,6 +131,29 @@ func (c *Cluster) WaitConverged(ctx context.Context, r int64) (int64, View, erro
 			lastProgress = time.Now()
 			_ = c.client.RequestProgress(wctx)
 		}
+		switch {
+		case !synced || pos >= r:
+			behindSince = time.Time{}
+		case behindSince.IsZero():
+			behindSince = time.Now()
+		case time.Since(behindSince) > progressPatience:
+			// etcd answers a progress request only while every watcher
+			// of the stream is in sync, so the answer can be long in
+			// coming. Reading proves just as well that nothing our
+			// watch follows changed between pos and r.
+			behindSince = time.Now()
+			if c.unchangedBetween(ctx, pos, r) {
+				c.mu.Lock()
+				if c.pos < r {
+					// The snapshot is what it was at r; the next watch
+					// event or pass records the revision in it.
+					c.pos = r
+				}
+				c.broadcastLocked()
+				c.mu.Unlock()
+				continue
+			}
+		}
 		timer := time.NewTimer(100 * time.Millisecond)
 		select {
 		case <-ctx.Done():
@@ -148,6 +171,30 @@ func (c *Cluster) WaitConverged(ctx context.Context, r int64) (int64, View, erro
 		}
 		timer.Stop()
 	}
+}
+
+// progressPatience is how long WaitConverged waits for a progress
+// notification before it reads etcd instead (unchangedBetween).
+const progressPatience = 500 * time.Millisecond
+
+// unchangedBetween reports whether no key the main watch follows changed
+// in revisions (from, to]: none was written then (mod revision in the
+// range) and the key count is the same at both ends (so none was deleted).
+// It answers false when it cannot tell (an error, a compacted revision).
+func (c *Cluster) unchangedBetween(ctx context.Context, from, to int64) bool {
+	start := clientv3.GetPrefixRangeEnd(registry.AppliedPrefix)
+	end := clientv3.WithRange(clientv3.GetPrefixRangeEnd(registry.Prefix))
+	// Count ignores the mod revision filter; the keys do not.
+	written, err := c.client.Get(ctx, start, end, clientv3.WithRev(to), clientv3.WithMinModRev(from+1), clientv3.WithKeysOnly())
+	if err != nil || len(written.Kvs) != 0 {
+		return false
+	}
+	before, err := c.client.Get(ctx, start, end, clientv3.WithRev(from), clientv3.WithCountOnly())
+	if err != nil {
+		return false
+	}
+	after, err := c.client.Get(ctx, start, end, clientv3.WithRev(to), clientv3.WithCountOnly())
+	return err == nil && before.Count == after.Count
 }
 
 // ErrHostName is returned for an empty or malformed host name.
