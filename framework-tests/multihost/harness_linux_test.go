@@ -90,6 +90,13 @@ func newLab(t testing.TB, withTLS bool) *lab {
 	br := testutil.NewNS(t, "br")
 	br.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
 	br.MustRun(t, "ip", "link", "set", "br0", "up")
+	// The bridge plays a switch: where br_netfilter is loaded (Docker loads
+	// it), it would hand every frame to this namespace's iptables hooks, a
+	// cost no switch puts on the hosts. Its knobs are per namespace.
+	if _, err := br.Run("test", "-e", "/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+		br.MustRun(t, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0",
+			"net.bridge.bridge-nf-call-ip6tables=0", "net.bridge.bridge-nf-call-arptables=0")
+	}
 	rt := testutil.NewNS(t, "rt")
 	rt.MustRun(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	plug := func(ns *testutil.NS, ifname, cidr string) {
