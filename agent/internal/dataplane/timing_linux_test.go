@@ -60,6 +60,8 @@ func TestTimingBreakdown(t *testing.T) {
 	defer nk.close()
 	tk := &timingKernel{kernel: nk, d: map[string]time.Duration{}, n: map[string]int{}}
 	dp := newWithDeps("h", tk, NewFakeStore(), 1500)
+	// Before nk.close (deferred earlier): stops the batched deletion.
+	defer func() { _ = dp.Close() }()
 	ctx := context.Background()
 	var ctrs []*testutil.NS
 	for i := 0; i < 50; i++ {
