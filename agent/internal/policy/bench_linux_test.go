@@ -218,7 +218,8 @@ func BenchmarkIperfPolicy(b *testing.B) {
 	}
 	// Runs alternate (without, with, with, without, ...) so that load
 	// drifting on a shared machine hits both sides alike; the loss is the
-	// median of the per-pair losses. The "conntrack-only" variant replaces
+	// median of the per-pair losses. Twelve pairs: single pairs swing by
+	// several points on a shared 2-core machine. The "conntrack-only" variant replaces
 	// Petrel's table with a single ct rule, to tell the cost of connection
 	// tracking from the cost of Petrel's sets and chains.
 	for _, variant := range []string{"petrel", "conntrack-only"} {
@@ -227,7 +228,7 @@ func BenchmarkIperfPolicy(b *testing.B) {
 			var without, with float64
 			var losses []float64
 			for b.Loop() {
-				for pair := range 6 {
+				for pair := range 12 {
 					var wo, wi float64
 					if pair%2 == 0 {
 						set(false)

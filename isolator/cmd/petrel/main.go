@@ -24,6 +24,6 @@ func main() {
 		fmt.Println("petrel (CNI plugin)", version)
 		return
 	}
-	p := &cni.Plugin{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	p := &cni.Plugin{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, LeaveConnOpen: true}
 	os.Exit(p.Run(context.Background()))
 }
