@@ -33,6 +33,25 @@ type Option func(*embed.Config)
 // WithQuota sets the backend quota in bytes.
 func WithQuota(n int64) Option { return func(c *embed.Config) { c.QuotaBackendBytes = n } }
 
+// DefaultHistory is how much key history the member keeps by default.
+const DefaultHistory = time.Hour
+
+// WithHistory sets how long the member keeps the history of changed keys
+// before compacting it (DefaultHistory if not given; 0 keeps everything).
+// Every container start and stop writes a few revisions: without compaction
+// the history grows until the backend quota stops all writes. Watchers that
+// fall further behind re-list.
+func WithHistory(d time.Duration) Option {
+	return func(c *embed.Config) {
+		if d <= 0 {
+			c.AutoCompactionMode, c.AutoCompactionRetention = "", ""
+			return
+		}
+		c.AutoCompactionMode = embed.CompactorModePeriodic
+		c.AutoCompactionRetention = d.String()
+	}
+}
+
 // Start starts a single-member etcd with its data under dir. Client and peer
 // listen on free ports of 127.0.0.1 only.
 // It returns once the member serves requests or ctx ends.
@@ -57,6 +76,7 @@ func Start(ctx context.Context, dir string, opts ...Option) (*Server, error) {
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
 	cfg.ListenMetricsUrls = nil
+	WithHistory(DefaultHistory)(cfg)
 	for _, o := range opts {
 		o(cfg)
 	}

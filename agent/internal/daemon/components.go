@@ -37,7 +37,7 @@ func (d *Daemon) startEtcd(ctx context.Context) error {
 	}
 	if len(cc.Endpoints) == 0 {
 		dir := filepath.Join(d.cfg.DataDir, "etcd")
-		srv, err := etcdlocal.Start(ctx, dir)
+		srv, err := etcdlocal.Start(ctx, dir, etcdlocal.WithHistory(d.cfg.Etcd.History.D()))
 		if err != nil {
 			return err
 		}

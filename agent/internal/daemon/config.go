@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrel-net/petrel/agent/etcdlocal"
 	"github.com/petrel-net/petrel/agent/internal/version"
 )
 
@@ -57,6 +58,10 @@ type EtcdConfig struct {
 	// RequestTimeout bounds each etcd request made on behalf of an RPC; past
 	// it the RPC fails with Unavailable.
 	RequestTimeout Duration `json:"request_timeout,omitempty"`
+	// History is how long the embedded member keeps the history of changed
+	// keys before compacting it (0 never compacts). An external cluster
+	// compacts by its own --auto-compaction-retention.
+	History Duration `json:"history,omitempty"`
 }
 
 // IPAMConfig tunes the address allocator.
@@ -113,6 +118,7 @@ func Default() Config {
 		Etcd: EtcdConfig{
 			DialTimeout:    Duration(5 * time.Second),
 			RequestTimeout: Duration(5 * time.Second),
+			History:        Duration(etcdlocal.DefaultHistory),
 		},
 		IPAM:   IPAMConfig{UsageRefresh: Duration(30 * time.Second)},
 		Policy: PolicyConfig{Enabled: true, Default: "open"},
@@ -134,6 +140,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Etcd.CA, "etcd-ca", c.Etcd.CA, "CA bundle that signs the etcd servers' certificates")
 	fs.Var(&c.Etcd.DialTimeout, "etcd-dial-timeout", "timeout of the first etcd connection")
 	fs.Var(&c.Etcd.RequestTimeout, "etcd-request-timeout", "timeout of one etcd request; past it RPCs fail with Unavailable")
+	fs.Var(&c.Etcd.History, "etcd-history", "how long the embedded etcd keeps key history before compacting it (0: never)")
 
 	fs.Var(&c.IPAM.UsageRefresh, "usage-refresh", "how often pool utilisation metrics are refreshed")
 	fs.Var((*listFlag)(&c.IPAM.Pools), "pools", "comma-separated pool CIDRs to add at start-up when missing")
@@ -245,6 +252,9 @@ func (c Config) Validate() error {
 	}
 	if c.Etcd.DialTimeout <= 0 || c.Etcd.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("etcd: dial_timeout and request_timeout must be positive"))
+	}
+	if c.Etcd.History < 0 {
+		errs = append(errs, errors.New("etcd: history must not be negative"))
 	}
 	if c.IPAM.UsageRefresh <= 0 {
 		errs = append(errs, errors.New("ipam: usage_refresh must be positive"))
