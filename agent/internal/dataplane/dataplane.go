@@ -145,6 +145,9 @@ type Dataplane struct {
 // kernel batch then pays the deletion's grace period for all of them.
 const reapDelay = 100 * time.Millisecond
 
+// reapTimeout bounds one batch deletion.
+const reapTimeout = 30 * time.Second
+
 // scheduleReap arranges for the retired veths to be deleted within
 // reapDelay (or later after a failed reap).
 func (d *Dataplane) scheduleReap(delay time.Duration) {
@@ -162,9 +165,7 @@ func (d *Dataplane) reapScheduled() {
 		d.reapMu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err := d.reapLocked(ctx)
-	cancel()
+	_, err := d.reapLocked(context.Background())
 	d.reapMu.Unlock()
 	if err != nil {
 		d.scheduleReap(10 * reapDelay)
@@ -178,7 +179,11 @@ func (d *Dataplane) reapNow(ctx context.Context) (int, error) {
 	return d.reapLocked(ctx)
 }
 
+// reapLocked deletes the retired veths, within reapTimeout, and tells the
+// hook. The caller holds reapMu.
 func (d *Dataplane) reapLocked(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, reapTimeout)
+	defer cancel()
 	n, err := d.k.reapRetired(ctx)
 	if err != nil {
 		err = fmt.Errorf("delete retired veths: %w", err)
@@ -211,9 +216,7 @@ func (d *Dataplane) Close() error {
 		d.reapTimer.Stop()
 		d.reapTimer = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err := d.reapLocked(ctx)
-	cancel()
+	_, err := d.reapLocked(context.Background())
 	d.reapMu.Unlock()
 	return errors.Join(err, d.close())
 }
@@ -364,7 +367,9 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 			_, _ = d.k.deleteHostIf(context.WithoutCancel(ctx), w.hostName)
 		}
 		if rec.created > 0 {
-			_, _ = d.store.Delete(context.WithoutCancel(ctx), d.host, s.ContainerID, s.IfName, rec.created)
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+			_, _ = d.store.Delete(uctx, d.host, s.ContainerID, s.IfName, rec.created)
+			cancel()
 		}
 	}()
 	if err != nil {

@@ -36,8 +36,8 @@ type DataplaneService struct {
 var _ petrelv1.DataplaneServer = (*DataplaneService)(nil)
 
 // NewDataplaneService returns the Dataplane service over dp. addrs, when not
-// nil, serves the allocation of Attach (allocate) and the release of Detach
-// (release_handle); without it those fields are refused.
+// nil, serves the allocation of Add and the release of Remove; without it
+// both answer Unimplemented.
 func NewDataplaneService(dp Dataplane, addrs *IPAMService, opts Options) *DataplaneService {
 	return &DataplaneService{dp: dp, ipam: addrs, opts: opts.withDefaults()}
 }
