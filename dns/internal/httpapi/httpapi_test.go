@@ -18,7 +18,15 @@ import (
 
 func newAPI(t *testing.T) *httptest.Server {
 	t.Helper()
-	cfg, err := config.Parse(strings.NewReader(`{"masters":["127.0.0.1:15050"],"mesosCredentials":{"principal":"p","secret":"hunter2"},"SOASerial":7}`), "test.json")
+	srv, _ := serveConfig(t, `{"masters":["127.0.0.1:15050"],"mesosCredentials":{"principal":"p","secret":"hunter2"},"SOASerial":7}`)
+	return srv
+}
+
+// serveConfig serves the API over the sample state, with the config given
+// as mesos-dns JSON and a fixed clock. It returns the server and its API.
+func serveConfig(t *testing.T, configJSON string) (*httptest.Server, *API) {
+	t.Helper()
+	cfg, err := config.Parse(strings.NewReader(configJSON), "test.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,9 +37,10 @@ func newAPI(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	z.UpdateState(st)
-	srv := httptest.NewServer((&API{Config: cfg, Zone: z, Version: "test"}).Handler())
+	api := &API{Config: cfg, Zone: z, Version: "test"}
+	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, api
 }
 
 func TestAPI(t *testing.T) {
@@ -98,18 +107,8 @@ func TestAPI(t *testing.T) {
 // TestAXFRMatchesEncodingJSON checks that the streamed /v1/axfr is byte for
 // byte what encoding/json makes of the record maps.
 func TestAXFRMatchesEncodingJSON(t *testing.T) {
-	cfg, err := config.Parse(strings.NewReader(`{"masters":["127.0.0.1:15050"],"SOARname":"a<b&c.mesos."}`), "test.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := zone.New(zone.Options{Domain: "mesos", SOAMname: "ns1.mesos.", Sources: cfg.Sources(), Masters: cfg.Masters})
-	st, err := state.Decode(strings.NewReader(dnstest.SampleState))
-	if err != nil {
-		t.Fatal(err)
-	}
-	z.UpdateState(st)
-	srv := httptest.NewServer((&API{Config: cfg, Zone: z, Version: "test"}).Handler())
-	t.Cleanup(srv.Close)
+	srv, api := serveConfig(t, `{"masters":["127.0.0.1:15050"],"SOARname":"a<b&c.mesos."}`)
+	cfg, z := api.Config, api.Zone.(*zone.Zone)
 	resp, err := http.Get(srv.URL + "/v1/axfr")
 	if err != nil {
 		t.Fatal(err)

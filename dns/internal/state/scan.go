@@ -258,16 +258,8 @@ func (s *scanner) object(field func(k []byte) error) error {
 		if err := field(k); err != nil {
 			return fmt.Errorf("%s: %w", k, err)
 		}
-		c, err := s.peek()
-		if err != nil {
+		if done, err := s.endOrComma('}', "object"); done || err != nil {
 			return err
-		}
-		s.pos++
-		if c == '}' {
-			return nil
-		}
-		if c != ',' {
-			return fmt.Errorf("%w: got %q in an object", errSyntax, c)
 		}
 	}
 }
@@ -290,18 +282,27 @@ func (s *scanner) array(elem func() error) error {
 		if err := elem(); err != nil {
 			return err
 		}
-		c, err := s.peek()
-		if err != nil {
+		if done, err := s.endOrComma(']', "array"); done || err != nil {
 			return err
 		}
-		s.pos++
-		if c == ']' {
-			return nil
-		}
-		if c != ',' {
-			return fmt.Errorf("%w: got %q in an array", errSyntax, c)
-		}
 	}
+}
+
+// endOrComma consumes what follows a member of an object or array: the
+// closing byte (done) or a comma.
+func (s *scanner) endOrComma(closing byte, in string) (done bool, err error) {
+	c, err := s.peek()
+	if err != nil {
+		return false, err
+	}
+	s.pos++
+	if c == closing {
+		return true, nil
+	}
+	if c != ',' {
+		return false, fmt.Errorf("%w: got %q in an %s", errSyntax, c, in)
+	}
+	return false, nil
 }
 
 // decodeValue decodes the next value into v with encoding/json.

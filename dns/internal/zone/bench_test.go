@@ -12,10 +12,7 @@ import (
 // (PETREL_DNS_STATE=path to a /master/state dump, e.g. from
 // ../shared/bench/mesos-dns/fake_master.py --dump).
 func BenchmarkUpdateState(b *testing.B) {
-	path := os.Getenv("PETREL_DNS_STATE")
-	if path == "" {
-		b.Skip("PETREL_DNS_STATE not set")
-	}
+	path := stateDump(b)
 	f, err := os.Open(path)
 	if err != nil {
 		b.Fatal(err)
@@ -36,10 +33,7 @@ func BenchmarkUpdateState(b *testing.B) {
 // as the daemon does it: a decode that skips known tasks, then the diff, with
 // no index change.
 func BenchmarkReloadUnchanged(b *testing.B) {
-	path := os.Getenv("PETREL_DNS_STATE")
-	if path == "" {
-		b.Skip("PETREL_DNS_STATE not set")
-	}
+	path := stateDump(b)
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
@@ -68,10 +62,7 @@ func BenchmarkReloadUnchanged(b *testing.B) {
 // BenchmarkReloadOneChange is BenchmarkReloadUnchanged with one task whose
 // address alternates, so every reload decodes and republishes one task.
 func BenchmarkReloadOneChange(b *testing.B) {
-	path := os.Getenv("PETREL_DNS_STATE")
-	if path == "" {
-		b.Skip("PETREL_DNS_STATE not set")
-	}
+	path := stateDump(b)
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
@@ -106,4 +97,14 @@ func BenchmarkReloadOneChange(b *testing.B) {
 			b.Fatalf("got %d changed units, want 1", s.Units)
 		}
 	}
+}
+
+// stateDump is the path of the /master/state dump the benchmarks load
+// (PETREL_DNS_STATE); without it they skip.
+func stateDump(b *testing.B) string {
+	path := os.Getenv("PETREL_DNS_STATE")
+	if path == "" {
+		b.Skip("PETREL_DNS_STATE not set")
+	}
+	return path
 }
