@@ -21,8 +21,13 @@ import (
 // Server is a running embedded etcd member.
 type Server struct {
 	etcd *embed.Etcd
-	// ClientURL is where clients connect (unix:// or http://127.0.0.1:port).
+	// ClientURL is where clients connect: http://127.0.0.1:port.
 	ClientURL string
+	// LocalURL is a unix socket in the data directory that serves the
+	// same member, for clients on this machine (Client uses it): no TCP
+	// stack or netfilter hooks on every request. Empty when the
+	// directory's path is too long for a socket address.
+	LocalURL string
 	dir       string
 	closeOnce sync.Once
 }
@@ -64,6 +69,10 @@ func Start(ctx context.Context, dir string, opts ...Option) (*Server, error) {
 	cfg.Dir = filepath.Join(dir, "member-data")
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	// embed.NewConfig leaves this at zero (only etcd's own flag parsing
+	// sets the default), which makes every request "slow": each would be
+	// rendered as text for a log line nobody reads.
+	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -72,6 +81,11 @@ func Start(ctx context.Context, dir string, opts ...Option) (*Server, error) {
 	pu := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	cfg.ListenClientUrls = []url.URL{*cu}
 	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	var lu *url.URL
+	if sock, err := filepath.Abs(filepath.Join(dir, "client.sock")); err == nil && len(sock) < maxSockPath {
+		lu = &url.URL{Scheme: "unix", Path: sock}
+		cfg.ListenClientUrls = append(cfg.ListenClientUrls, *lu)
+	}
 	cfg.ListenPeerUrls = []url.URL{*pu}
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
@@ -98,18 +112,34 @@ func Start(ctx context.Context, dir string, opts ...Option) (*Server, error) {
 		e.Close()
 		return nil, errors.New("etcdlocal: member did not become ready in 60s")
 	}
-	return &Server{etcd: e, ClientURL: cu.String(), dir: dir}, nil
+	srv := &Server{etcd: e, ClientURL: cu.String(), dir: dir}
+	if lu != nil {
+		srv.LocalURL = lu.String()
+	}
+	return srv, nil
 }
 
-// Client returns a new client for the member.
+// maxSockPath keeps a socket path inside sockaddr_un's 108 bytes.
+const maxSockPath = 100
+
+// URL is the member's URL for a client on this machine: LocalURL when
+// there is one, else ClientURL.
+func (s *Server) URL() string {
+	if s.LocalURL != "" {
+		return s.LocalURL
+	}
+	return s.ClientURL
+}
+
+// Client returns a new client for the member, over URL.
 func (s *Server) Client() (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{s.ClientURL},
+		Endpoints:   []string{s.URL()},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcdlocal: client for %s: %w", s.ClientURL, err)
+		return nil, fmt.Errorf("etcdlocal: client for %s: %w", s.URL(), err)
 	}
 	return c, nil
 }

@@ -3,6 +3,8 @@ package etcdlocal
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +66,57 @@ func TestHistoryZeroKeepsEverything(t *testing.T) {
 	}
 	if got := cfgMode(WithHistory(DefaultHistory)); got != "periodic/1h0m0s" {
 		t.Errorf("WithHistory(1h) = %q", got)
+	}
+}
+
+func TestLocalSocketServesTheSameMember(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := Start(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	if !strings.HasPrefix(srv.LocalURL, "unix:///") || srv.URL() != srv.LocalURL {
+		t.Fatalf("LocalURL = %q, URL = %q; want a unix socket used by default", srv.LocalURL, srv.URL())
+	}
+	local, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = local.Close() })
+	remote, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = remote.Close() })
+	if _, err := local.Put(ctx, "k", "over the socket"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := remote.Get(ctx, "k")
+	if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "over the socket" {
+		t.Fatalf("over TCP: %v, %v", r, err)
+	}
+}
+
+func TestLongDirFallsBackToTCP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", maxSockPath))
+	srv, err := Start(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	if srv.LocalURL != "" || srv.URL() != srv.ClientURL {
+		t.Fatalf("LocalURL = %q, URL = %q; want TCP only", srv.LocalURL, srv.URL())
+	}
+	c, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
 	}
 }

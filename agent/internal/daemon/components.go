@@ -43,8 +43,10 @@ func (d *Daemon) startEtcd(ctx context.Context) error {
 		}
 		d.embedded = srv
 		d.onClose("embedded etcd", func() error { srv.Close(); return nil })
-		cc.Endpoints = []string{srv.ClientURL}
-		d.log.Info("embedded etcd started", "dir", dir, "url", srv.ClientURL)
+		// This agent talks to its member over the unix socket; other
+		// processes (petrel-dns, petrelctl) get the TCP URL.
+		cc.Endpoints = []string{srv.URL()}
+		d.log.Info("embedded etcd started", "dir", dir, "url", srv.ClientURL, "local_url", srv.LocalURL)
 	}
 	if d.cfg.Etcd.Cert != "" || d.cfg.Etcd.CA != "" {
 		tlsInfo := transport.TLSInfo{CertFile: d.cfg.Etcd.Cert, KeyFile: d.cfg.Etcd.Key, TrustedCAFile: d.cfg.Etcd.CA}
@@ -60,6 +62,9 @@ func (d *Daemon) startEtcd(ctx context.Context) error {
 	}
 	d.etcd = c
 	d.etcdEndpoints = cc.Endpoints
+	if d.embedded != nil {
+		d.etcdEndpoints = []string{d.embedded.ClientURL}
+	}
 	d.onClose("etcd client", c.Close)
 	// An external etcd may come up after petreld: health says NOT_SERVING
 	// until it answers (see monitorHealth), but start does not fail.

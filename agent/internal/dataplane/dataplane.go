@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,12 @@ type Spec struct {
 	// container side there under Result.TempIfName, for runtimes (Docker)
 	// that move and rename it themselves.
 	HostSideOnly bool
+	// Allocate, when set, supplies the container's addresses (added to
+	// IPs, which may then be empty). Attach calls it once while it creates
+	// the veth pair, which does not depend on the addresses, and returns
+	// its error unchanged. When Attach fails after Allocate succeeded, the
+	// caller still owns (and releases) what Allocate took.
+	Allocate func(ctx context.Context) ([]netip.Addr, error)
 }
 
 // Result is what Attach built.
@@ -266,6 +273,14 @@ func validIfName(v string) error {
 
 // normalize validates s and fills defaults. It returns the netns path.
 func (s *Spec) normalize() error {
+	if err := s.normalizeTarget(); err != nil {
+		return err
+	}
+	return s.normalizeIPs()
+}
+
+// normalizeTarget checks and completes everything but the addresses.
+func (s *Spec) normalizeTarget() error {
 	if err := validID("container_id", s.ContainerID); err != nil {
 		return err
 	}
@@ -289,6 +304,11 @@ func (s *Spec) normalize() error {
 	case !strings.HasPrefix(s.Netns, "/"):
 		return invalid("netns", "%q is not an absolute path", s.Netns)
 	}
+	return nil
+}
+
+// normalizeIPs checks the addresses and unmaps IPv4-mapped ones.
+func (s *Spec) normalizeIPs() error {
 	if len(s.IPs) == 0 {
 		return invalid("ips", "need at least one address")
 	}
@@ -331,7 +351,11 @@ func (d *Dataplane) want(s *Spec) attachWant {
 // repaired or rebuilt. On failure nothing this call created is left behind.
 func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	s.IPs = append([]netip.Addr(nil), s.IPs...)
-	if err := s.normalize(); err != nil {
+	check := s.normalize
+	if s.Allocate != nil {
+		check = s.normalizeTarget
+	}
+	if err := check(); err != nil {
 		return Result{}, err
 	}
 	w := d.want(&s)
@@ -340,6 +364,55 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 	unlock := d.locks.lock(w.hostName)
 	defer unlock()
 
+	prepared := false
+	if s.Allocate != nil {
+		var err error
+		if prepared, err = d.allocate(ctx, &s, w); err != nil {
+			return Result{}, err
+		}
+		w = d.want(&s)
+	}
+	return d.attachLocked(ctx, s, w, prepared)
+}
+
+// allocate calls s.Allocate while it creates the veth pair of a fresh
+// endpoint, and adds the addresses to s.IPs. It reports whether it created
+// the pair; on error it has removed it again. A pair it could not create is
+// left to the attach proper, which repairs or reports.
+func (d *Dataplane) allocate(ctx context.Context, s *Spec, w attachWant) (bool, error) {
+	created := make(chan bool, 1)
+	go func() { created <- d.createFresh(ctx, w) }()
+	ips, err := s.Allocate(ctx)
+	made := <-created
+	if err == nil {
+		for _, a := range ips {
+			if !slices.Contains(s.IPs, a) {
+				s.IPs = append(s.IPs, a)
+			}
+		}
+		err = s.normalizeIPs()
+	}
+	if err != nil {
+		if made {
+			_, _ = d.k.deleteHostIf(context.WithoutCancel(ctx), w.hostName)
+		}
+		return false, err
+	}
+	return made, nil
+}
+
+// createFresh creates the veth pair when its host side does not exist,
+// and reports whether it did.
+func (d *Dataplane) createFresh(ctx context.Context, w attachWant) bool {
+	if h, err := d.k.observeHost(ctx, w.hostName); err != nil || h.Exists {
+		return false
+	}
+	return d.createVeth(ctx, w) == nil
+}
+
+// attachLocked is Attach under the endpoint's lock. prepared means the veth
+// pair was created for w a moment ago and holds nothing else yet.
+func (d *Dataplane) attachLocked(ctx context.Context, s Spec, w attachWant, prepared bool) (Result, error) {
 	// The kernel work does not depend on the stored record, so the record
 	// is written while the kernel work runs: an etcd round trip off every
 	// attach. A fresh endpoint's record is created in that one round trip;
@@ -357,7 +430,17 @@ func (d *Dataplane) Attach(ctx context.Context, s Spec) (Result, error) {
 		got <- storedRecord{cur, curRev, rev, err}
 	}()
 	success := false
-	changed, created, err := d.ensure(ctx, w)
+	var changed, created bool
+	var err error
+	if prepared {
+		// What planAttach makes of nothing, less the pair already there.
+		p, _ := planAttach(w, hostObs{}, ctrObs{})
+		p.create = false
+		changed, created = true, true
+		_, err = d.apply(ctx, w, p)
+	} else {
+		changed, created, err = d.ensure(ctx, w)
+	}
 	rec := <-got
 	defer func() {
 		if success {
@@ -471,19 +554,7 @@ func (d *Dataplane) apply(ctx context.Context, w attachWant, p attachPlan) (crea
 		}
 	}
 	if p.create {
-		v := vethSpec{hostName: w.hostName, mtu: w.mtu, netns: w.netns, ifname: w.ifname, tempName: w.tempName, peerMAC: w.peerMAC}
-		if w.hostSideOnly {
-			v.netns = ""
-		}
-		err := d.k.createVeth(ctx, v)
-		if errors.Is(err, ErrIfnameInUse) {
-			// The name may still belong to a retired pair whose peer could
-			// not be renamed: delete the retired ones now and try again.
-			if n, rerr := d.reapNow(ctx); rerr == nil && n > 0 {
-				err = d.k.createVeth(ctx, v)
-			}
-		}
-		if err != nil {
+		if err := d.createVeth(ctx, w); err != nil {
 			return false, err
 		}
 		created = true
@@ -510,6 +581,23 @@ func (d *Dataplane) apply(ctx context.Context, w attachWant, p attachPlan) (crea
 		}
 	}
 	return created, nil
+}
+
+// createVeth creates w's veth pair.
+func (d *Dataplane) createVeth(ctx context.Context, w attachWant) error {
+	v := vethSpec{hostName: w.hostName, mtu: w.mtu, netns: w.netns, ifname: w.ifname, tempName: w.tempName, peerMAC: w.peerMAC}
+	if w.hostSideOnly {
+		v.netns = ""
+	}
+	err := d.k.createVeth(ctx, v)
+	if errors.Is(err, ErrIfnameInUse) {
+		// The name may still belong to a retired pair whose peer could
+		// not be renamed: delete the retired ones now and try again.
+		if n, rerr := d.reapNow(ctx); rerr == nil && n > 0 {
+			err = d.k.createVeth(ctx, v)
+		}
+	}
+	return err
 }
 
 func (d *Dataplane) endpoint(s *Spec, w attachWant, old *petrelv1.Endpoint) *petrelv1.Endpoint {

@@ -3,6 +3,8 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +96,104 @@ func TestAttachFake(t *testing.T) {
 	if calls := k.takeCalls(); len(calls) != 0 {
 		t.Errorf("relabel touched the kernel: %v", calls)
 	}
+}
+
+func TestAttachAllocate(t *testing.T) {
+	ctx := context.Background()
+	hn := HostIfName("a", "eth0")
+	t.Run("fresh", func(t *testing.T) {
+		dp, k, s := newFakeDP(t)
+		k.addNetns("/n/a")
+		k.created = make(chan string, 1)
+		calls := 0
+		spec := Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.9"), Handle: "h",
+			Allocate: func(context.Context) ([]netip.Addr, error) {
+				calls++
+				// The pair is made while the addresses are found: this
+				// returns only once createVeth has run.
+				select {
+				case got := <-k.created:
+					if got != hn {
+						t.Errorf("created %s, want %s", got, hn)
+					}
+				case <-time.After(10 * time.Second):
+					t.Error("the pair was not created during the allocation")
+				}
+				return addrs("10.0.0.2", "10.0.0.9"), nil
+			}}
+		res, err := dp.Attach(ctx, spec)
+		if err != nil || !res.Changed || calls != 1 {
+			t.Fatalf("Attach = %+v, %v after %d allocations", res, err, calls)
+		}
+		if got := res.Endpoint.GetIps(); !slices.Equal(got, []string{"10.0.0.9", "10.0.0.2"}) {
+			t.Errorf("ips = %v, want the static one and then the new one, none twice", got)
+		}
+		want := "/n/a: link eth0 up=true mtu=1500 addrs=[10.0.0.9/32 10.0.0.2/32]\nlink " + hn +
+			" up=true mtu=1500 peer=/n/a/eth0\nroute 10.0.0.2/32 dev " + hn + "\nroute 10.0.0.9/32 dev " + hn
+		if got := k.render(); got != want {
+			t.Errorf("kernel:\n%s\nwant:\n%s", got, want)
+		}
+		if rec, _, _ := s.Get(ctx, "h1", "a", "eth0"); rec == nil || len(rec.GetIps()) != 2 {
+			t.Errorf("record = %v", rec)
+		}
+		// Again: the endpoint is whole, so nothing is created or touched.
+		k.created = nil
+		k.takeCalls()
+		spec.Allocate = func(context.Context) ([]netip.Addr, error) { return addrs("10.0.0.2"), nil }
+		if res, err := dp.Attach(ctx, spec); err != nil || res.Changed {
+			t.Fatalf("second Attach = %+v, %v; want unchanged", res, err)
+		}
+		if calls := k.takeCalls(); len(calls) != 0 {
+			t.Errorf("second Attach touched the kernel: %v", calls)
+		}
+	})
+	t.Run("allocation fails", func(t *testing.T) {
+		dp, k, s := newFakeDP(t)
+		k.addNetns("/n/a")
+		k.created = make(chan string, 1)
+		errFull := errors.New("pool exhausted")
+		_, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", Allocate: func(context.Context) ([]netip.Addr, error) {
+			select {
+			case <-k.created:
+			case <-time.After(10 * time.Second):
+				t.Error("the pair was not created during the allocation")
+			}
+			return nil, errFull
+		}})
+		if err != errFull {
+			t.Fatalf("err = %v, want the allocator's own error", err)
+		}
+		if got := k.render(); got != "" {
+			t.Errorf("left behind:\n%s", got)
+		}
+		if recs, _ := s.List(ctx, "", ""); len(recs) != 0 {
+			t.Errorf("record written: %v", recs)
+		}
+	})
+	t.Run("no address at all", func(t *testing.T) {
+		dp, k, _ := newFakeDP(t)
+		k.addNetns("/n/a")
+		_, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", Allocate: func(context.Context) ([]netip.Addr, error) {
+			return nil, nil
+		}})
+		var iae *InvalidArgumentError
+		if !errors.As(err, &iae) || iae.Field != "ips" {
+			t.Fatalf("err = %v, want an invalid ips", err)
+		}
+		if got := k.render(); got != "" {
+			t.Errorf("left behind:\n%s", got)
+		}
+	})
+	t.Run("pair not creatable", func(t *testing.T) {
+		// The early creation fails (no netns): the attach proper reports it.
+		dp, _, _ := newFakeDP(t)
+		_, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/gone", Allocate: func(context.Context) ([]netip.Addr, error) {
+			return addrs("10.0.0.2"), nil
+		}})
+		if !errors.Is(err, ErrNetnsNotFound) {
+			t.Fatalf("err = %v, want ErrNetnsNotFound", err)
+		}
+	})
 }
 
 func TestAttachRollback(t *testing.T) {

@@ -22,6 +22,9 @@ type fakeKernel struct {
 	calls  []string
 	failOn map[string]error // method name -> error
 	loUp   map[string]bool
+	// created, when set, receives the host-side name of every pair
+	// createVeth made.
+	created chan string
 }
 
 type fakeHost struct {
@@ -159,6 +162,9 @@ func (k *fakeKernel) createVeth(_ context.Context, v vethSpec) error {
 	h.netns, h.peer = v.netns, v.ifname
 	k.hosts[v.hostName] = h
 	links[v.ifname] = &fakeCtr{obs: ctrObs{Exists: true, Index: ci, PeerIndex: hi, MTU: v.mtu}}
+	if k.created != nil {
+		k.created <- v.hostName
+	}
 	return nil
 }
 

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net/netip"
-	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -68,23 +67,6 @@ func (s *DataplaneService) attach(ctx context.Context, r *petrelv1.AttachRequest
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	if alloc != nil {
-		if alloc.GetHandle() == "" {
-			alloc = proto.CloneOf(alloc)
-			alloc.Handle = ep.GetHandle()
-		}
-		got, err := s.ipam.allocate(ctx, alloc)
-		if err != nil {
-			return nil, err
-		}
-		// A repeated call may find static addresses of the handle among
-		// the allocated ones: never list an address twice.
-		for _, a := range got {
-			if !slices.Contains(ips, a) {
-				ips = append(ips, a)
-			}
-		}
-	}
 	spec := dataplane.Spec{
 		ContainerID:      ep.GetContainerId(),
 		Netns:            r.GetNetns(),
@@ -104,11 +86,29 @@ func (s *DataplaneService) attach(ctx context.Context, r *petrelv1.AttachRequest
 		DockerEndpointID: ep.GetDockerEndpointId(),
 		HostSideOnly:     r.GetHostSideOnly(),
 	}
+	// The allocation runs inside Attach, beside the creation of the veth
+	// pair, which does not need the addresses. Attach merges them with the
+	// static ones, never listing one twice.
+	var allocErr error
+	if alloc != nil {
+		if alloc.GetHandle() == "" {
+			alloc = proto.CloneOf(alloc)
+			alloc.Handle = ep.GetHandle()
+		}
+		spec.Allocate = func(ctx context.Context) ([]netip.Addr, error) {
+			got, err := s.ipam.allocate(ctx, alloc)
+			allocErr = err
+			return got, err
+		}
+	}
 	var res dataplane.Result
 	err = withBudget(ctx, s.opts.Budget, func(ctx context.Context) (err error) {
 		res, err = s.dp.Attach(ctx, spec)
 		return err
 	})
+	if allocErr != nil {
+		return nil, allocErr // already a status
+	}
 	if err != nil {
 		return nil, ToStatus(err)
 	}

@@ -22,7 +22,20 @@ type fakeDataplane struct {
 	err  error
 }
 
-func (f *fakeDataplane) Attach(_ context.Context, s dataplane.Spec) (dataplane.Result, error) {
+func (f *fakeDataplane) Attach(ctx context.Context, s dataplane.Spec) (dataplane.Result, error) {
+	if s.Allocate != nil {
+		// As the real one: the allocator's error unchanged, its addresses
+		// after the static ones, none twice.
+		got, err := s.Allocate(ctx)
+		if err != nil {
+			return dataplane.Result{}, err
+		}
+		for _, a := range got {
+			if !slices.Contains(s.IPs, a) {
+				s.IPs = append(s.IPs, a)
+			}
+		}
+	}
 	f.spec = s
 	if f.err != nil {
 		return dataplane.Result{}, f.err
