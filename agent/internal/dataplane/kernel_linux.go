@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -602,6 +603,27 @@ func (k *netlinkKernel) configureHost(_ context.Context, name string, mtu int, i
 			return fmt.Errorf("set mac on %s: %w", name, err)
 		}
 	}
+	err = k.inHost(func() error {
+		if err := writeSysctl("net.ipv4.conf."+name+".proxy_arp", "1"); err != nil {
+			return err
+		}
+		if err := writeSysctl("net.ipv4.conf."+name+".rp_filter", "1"); err != nil {
+			return err
+		}
+		// IPv6 only where the container has it. Without, the link
+		// coming up would start IPv6 autoconfiguration (a link-local
+		// address, duplicate address detection, multicast listener
+		// reports): kernel timers for every endpoint, for nothing. A
+		// kernel without IPv6 has no such key.
+		err := writeSysctl("net.ipv6.conf."+name+".disable_ipv6", map[bool]string{true: "0", false: "1"}[ipv6])
+		if errors.Is(err, fs.ErrNotExist) && !ipv6 {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("host link %s: %w", name, err)
+	}
 	if ipv6 {
 		// Added before the link comes up and without DAD, so the gateway
 		// is usable at once; the kernel's own EUI-64 link-local address is
@@ -610,15 +632,6 @@ func (k *netlinkKernel) configureHost(_ context.Context, name string, mtu int, i
 		if err := k.hostH.AddrReplace(l, ll); err != nil {
 			return fmt.Errorf("add %s to %s: %w", GatewayV6, name, err)
 		}
-	}
-	err = k.inHost(func() error {
-		if err := writeSysctl("net.ipv4.conf."+name+".proxy_arp", "1"); err != nil {
-			return err
-		}
-		return writeSysctl("net.ipv4.conf."+name+".rp_filter", "1")
-	})
-	if err != nil {
-		return fmt.Errorf("host link %s: %w", name, err)
 	}
 	if err := k.hostH.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)

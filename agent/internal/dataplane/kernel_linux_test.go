@@ -219,6 +219,23 @@ func TestAttachPingDualStack(t *testing.T) {
 	if strings.Contains(hl, "tentative") {
 		t.Errorf("host link-local is tentative:\n%s", hl)
 	}
+	if got := strings.TrimSpace(r.host.MustRun(t, "sysctl", "-n", "net.ipv6.conf."+hostIf+".disable_ipv6")); got != "0" {
+		t.Errorf("dual-stack host side: disable_ipv6 = %s, want 0", got)
+	}
+	// An IPv4-only endpoint's host side runs no IPv6 at all (no
+	// autoconfiguration timers per endpoint), and still forwards IPv4.
+	c := testutil.NewNS(t, "dpc")
+	mustAttach(t, r.dp, Spec{ContainerID: "ctr-c", Netns: c.Path, IPs: addrs("10.20.0.4"), Handle: "h-c"})
+	hostC := HostIfName("ctr-c", "eth0")
+	if got := strings.TrimSpace(r.host.MustRun(t, "sysctl", "-n", "net.ipv6.conf."+hostC+".disable_ipv6")); got != "1" {
+		t.Errorf("IPv4-only host side: disable_ipv6 = %s, want 1", got)
+	}
+	if hc := r.host.MustRun(t, "ip", "-6", "addr", "show", "dev", hostC); strings.Contains(hc, "inet6") {
+		t.Errorf("IPv4-only host side has IPv6 addresses:\n%s", hc)
+	}
+	if err := reach(c.Path, "10.20.0.3:7777"); err != nil {
+		t.Errorf("c -> b: %v", err)
+	}
 	// Container side.
 	cl := a.MustRun(t, "ip", "addr", "show", "dev", "eth0")
 	for _, want := range []string{"10.20.0.2/32", "fd00:20::2/128", "mtu 1450", ContainerMAC("ctr-a", "eth0").String()} {
@@ -247,7 +264,7 @@ func TestAttachPingDualStack(t *testing.T) {
 		t.Errorf("Check = %v, %v; want no problems", probs, err)
 	}
 
-	for _, id := range []string{"ctr-a", "ctr-b"} {
+	for _, id := range []string{"ctr-a", "ctr-b", "ctr-c"} {
 		if removed, err := r.dp.Detach(ctx, id, "", ""); err != nil || !removed {
 			t.Errorf("Detach %s = %v, %v; want true", id, removed, err)
 		}
