@@ -27,7 +27,7 @@ type Server struct {
 	// same member, for clients on this machine (Client uses it): no TCP
 	// stack or netfilter hooks on every request. Empty when the
 	// directory's path is too long for a socket address.
-	LocalURL string
+	LocalURL  string
 	dir       string
 	closeOnce sync.Once
 }

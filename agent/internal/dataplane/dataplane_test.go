@@ -163,12 +163,7 @@ func TestAttachAllocate(t *testing.T) {
 		if err != errFull {
 			t.Fatalf("err = %v, want the allocator's own error", err)
 		}
-		if got := k.render(); got != "" {
-			t.Errorf("left behind:\n%s", got)
-		}
-		if recs, _ := s.List(ctx, "", ""); len(recs) != 0 {
-			t.Errorf("record written: %v", recs)
-		}
+		assertNothingLeft(t, k, s)
 	})
 	t.Run("no address at all", func(t *testing.T) {
 		dp, k, _ := newFakeDP(t)
@@ -206,12 +201,7 @@ func TestAttachRollback(t *testing.T) {
 			if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); err == nil {
 				t.Fatal("Attach succeeded")
 			}
-			if got := k.render(); got != "" {
-				t.Errorf("left behind:\n%s", got)
-			}
-			if recs, _ := s.List(ctx, "", ""); len(recs) != 0 {
-				t.Errorf("record written: %v", recs)
-			}
+			assertNothingLeft(t, k, s)
 		})
 	}
 	t.Run("record read fails", func(t *testing.T) {
@@ -223,12 +213,7 @@ func TestAttachRollback(t *testing.T) {
 		if _, err := dp.Attach(ctx, Spec{ContainerID: "a", Netns: "/n/a", IPs: addrs("10.0.0.2")}); !errors.Is(err, errRead) {
 			t.Fatalf("err = %v, want %v", err, errRead)
 		}
-		if got := k.render(); got != "" {
-			t.Errorf("left behind:\n%s", got)
-		}
-		if recs, _ := s.List(ctx, "", ""); len(recs) != 0 {
-			t.Errorf("record written: %v", recs)
-		}
+		assertNothingLeft(t, k, s)
 	})
 	t.Run("record write conflict", func(t *testing.T) {
 		dp, k, s := newFakeDP(t)
@@ -456,5 +441,16 @@ func TestRetireAndReap(t *testing.T) {
 	}
 	if got := k.render(); got != "" {
 		t.Errorf("left after Close:\n%s", got)
+	}
+}
+
+// assertNothingLeft fails t if the kernel or the registry holds anything.
+func assertNothingLeft(t *testing.T, k *fakeKernel, s *FakeStore) {
+	t.Helper()
+	if got := k.render(); got != "" {
+		t.Errorf("left behind:\n%s", got)
+	}
+	if recs, _ := s.List(context.Background(), "", ""); len(recs) != 0 {
+		t.Errorf("record written: %v", recs)
 	}
 }
