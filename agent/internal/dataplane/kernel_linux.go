@@ -615,7 +615,11 @@ func (k *netlinkKernel) configureHost(_ context.Context, name string, mtu int, i
 		// address, duplicate address detection, multicast listener
 		// reports): kernel timers for every endpoint, for nothing. A
 		// kernel without IPv6 has no such key.
-		err := writeSysctl("net.ipv6.conf."+name+".disable_ipv6", map[bool]string{true: "0", false: "1"}[ipv6])
+		disable := "1"
+		if ipv6 {
+			disable = "0"
+		}
+		err := writeSysctl("net.ipv6.conf."+name+".disable_ipv6", disable)
 		if errors.Is(err, fs.ErrNotExist) && !ipv6 {
 			return nil
 		}
