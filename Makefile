@@ -13,15 +13,9 @@ TESTDIR  := $(CURDIR)/.test
 # Generator versions pinned so that `make proto` reproduces the committed code.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
-PROTOS             := proto/petrel/v1/petrel.proto
+PROTOS             := proto/petrel/v1/petrel.proto proto/petrel/v1/service.proto
 PROTOC_FLAGS        = --go_out=$(1) --go_opt=module=github.com/petrel-net/petrel \
                       --go-grpc_out=$(1) --go-grpc_opt=module=github.com/petrel-net/petrel
-
-# The shims (isolator/cmd/) start once per container and never enable gRPC
-# tracing: grpcnotrace leaves golang.org/x/net/trace (and html/template) out of
-# them, which shortens every start. framework-tests/bench/cni.sh builds the
-# plugin through `make build`, so it measures this build.
-SHIM_TAGS := grpcnotrace
 
 # Every main package under <top>/cmd/ (agent, isolator, dns, ...).
 MAINS = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' $(patsubst %,./%/...,$(wildcard */cmd)))
@@ -40,9 +34,8 @@ build: ## build every binary (petreld, petrelctl, shims, dns) into bin/
 	@mkdir -p $(BIN)
 	@for d in $(MAINS); do \
 		name=$$(basename $$d); \
-		tags=$$(case $$d in */isolator/cmd/*) echo '$(SHIM_TAGS)';; esac); \
 		echo "go build $$name"; \
-		CGO_ENABLED=0 $(GO) build -trimpath -tags "$$tags" -ldflags '$(LDFLAGS)' -o $(BIN)/$$name $$d || exit 1; \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$name $$d || exit 1; \
 	done
 
 .PHONY: deps
@@ -127,9 +120,8 @@ release: ## static linux/amd64 and linux/arm64 tarballs with SHA-256 sums in dis
 		dir=$(DIST)/petrel-$(VERSION)-linux-$$arch; mkdir -p $$dir; \
 		for d in $(MAINS); do \
 			name=$$(basename $$d); \
-			tags=$$(case $$d in */isolator/cmd/*) echo '$(SHIM_TAGS)';; esac); \
 			echo "GOARCH=$$arch go build $$name"; \
-			CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -tags "$$tags" -ldflags '$(LDFLAGS)' -o $$dir/$$name $$d; \
+			CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$$name $$d; \
 		done; \
 		cp -r deploy README.md $$dir/; \
 		tar -C $(DIST) -czf $(DIST)/petrel-$(VERSION)-linux-$$arch.tar.gz petrel-$(VERSION)-linux-$$arch; \

@@ -20,6 +20,7 @@ import (
 	"github.com/petrel-net/petrel/framework-tests/mesos/launcher"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // pool4 is the test's pool; it exists only inside the test's host namespace.
@@ -78,10 +79,10 @@ func startAgent(t *testing.T, host *testutil.NS, etcdURL string) *agent {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// Status with WaitForReady blocks until the socket accepts.
-	if _, err := petrelv1.NewClusterClient(a.conn).Status(ctx, &petrelv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
+	if _, err := petrelv1grpc.NewClusterClient(a.conn).Status(ctx, &petrelv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatalf("petreld not ready: %v\n%s", err, a.logTail())
 	}
-	if _, err := petrelv1.NewIPAMClient(a.conn).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Cidr: pool4}}); err != nil {
+	if _, err := petrelv1grpc.NewIPAMClient(a.conn).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Cidr: pool4}}); err != nil {
 		t.Fatalf("add pool %s: %v", pool4, err)
 	}
 	return a

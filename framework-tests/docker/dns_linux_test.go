@@ -10,6 +10,7 @@ import (
 	"github.com/petrel-net/petrel/framework-tests/dns/dnsenv"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // petrelDNS builds petrel-dns into the test's temp dir (this package's
@@ -46,7 +47,7 @@ func TestDNSDockerAndMesosPathResolveEachOther(t *testing.T) {
 	defer cancel()
 	ns := testutil.NewNS(t, "mesos")
 	cid := "ptl-mesos-" + randHex(4)
-	ipam, dp := petrelv1.NewIPAMClient(conn), petrelv1.NewDataplaneClient(conn)
+	ipam, dp := petrelv1grpc.NewIPAMClient(conn), petrelv1grpc.NewDataplaneClient(conn)
 	alloc, err := ipam.Allocate(ctx, &petrelv1.AllocateRequest{Handle: cid, NumIpv4: 1, Pool: e.poolName})
 	if err != nil {
 		t.Fatalf("allocate for %s: %v", cid, err)

@@ -25,6 +25,7 @@ import (
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // requireDocker skips without a reachable Docker engine, or fails when
@@ -398,7 +399,7 @@ func newEnv(t testing.TB) *env {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = petrelv1.NewIPAMClient(e.agent.grpc(t)).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: e.poolName, Cidr: e.pool.String(), BlockSize: 28}})
+	_, err = petrelv1grpc.NewIPAMClient(e.agent.grpc(t)).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: e.poolName, Cidr: e.pool.String(), BlockSize: 28}})
 	if err != nil {
 		t.Fatalf("add pool %s: %v", e.pool, err)
 	}
@@ -615,7 +616,7 @@ func TestDockerDualStack(t *testing.T) {
 	e.pool6 = netip.MustParsePrefix("fd7e:" + randHex(2) + "::/64")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := petrelv1.NewIPAMClient(e.agent.grpc(t)).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: e.poolName + "-v6", Cidr: e.pool6.String(), BlockSize: 122}}); err != nil {
+	if _, err := petrelv1grpc.NewIPAMClient(e.agent.grpc(t)).AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: e.poolName + "-v6", Cidr: e.pool6.String(), BlockSize: 122}}); err != nil {
 		t.Fatalf("add pool %s: %v", e.pool6, err)
 	}
 	netName := e.network(t, "--ipv6", "--subnet", e.pool6.String())
@@ -752,11 +753,11 @@ func TestDockerReachesMesosPath(t *testing.T) {
 	defer cancel()
 	ns := testutil.NewNS(t, "mesos")
 	cid := "ptl-mesos-" + randHex(4)
-	alloc, err := petrelv1.NewIPAMClient(conn).Allocate(ctx, &petrelv1.AllocateRequest{Handle: cid, NumIpv4: 1, Pool: e.poolName})
+	alloc, err := petrelv1grpc.NewIPAMClient(conn).Allocate(ctx, &petrelv1.AllocateRequest{Handle: cid, NumIpv4: 1, Pool: e.poolName})
 	if err != nil {
 		t.Fatalf("allocate for %s: %v", cid, err)
 	}
-	dp := petrelv1.NewDataplaneClient(conn)
+	dp := petrelv1grpc.NewDataplaneClient(conn)
 	_, err = dp.Attach(ctx, &petrelv1.AttachRequest{
 		Endpoint: &petrelv1.Endpoint{ContainerId: cid, Ips: alloc.GetIps(), Handle: cid, Source: petrelv1.Source_SOURCE_NETMODULES, Ifname: "eth0"},
 		Netns:    ns.Path,
@@ -767,7 +768,7 @@ func TestDockerReachesMesosPath(t *testing.T) {
 		if _, err := dp.Detach(cctx, &petrelv1.DetachRequest{ContainerId: cid, Netns: ns.Path}); err != nil {
 			t.Errorf("detach %s: %v", cid, err)
 		}
-		if _, err := petrelv1.NewIPAMClient(conn).Release(cctx, &petrelv1.ReleaseRequest{Handle: cid}); err != nil {
+		if _, err := petrelv1grpc.NewIPAMClient(conn).Release(cctx, &petrelv1.ReleaseRequest{Handle: cid}); err != nil {
 			t.Errorf("release %s: %v", cid, err)
 		}
 	})

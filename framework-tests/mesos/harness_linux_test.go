@@ -24,6 +24,7 @@ import (
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // Pools every scenario uses, inside the test's own host namespace.
@@ -121,9 +122,9 @@ type agent struct {
 
 // client holds the agent's gRPC clients.
 type client struct {
-	IPAM      petrelv1.IPAMClient
-	Dataplane petrelv1.DataplaneClient
-	Cluster   petrelv1.ClusterClient
+	IPAM      petrelv1grpc.IPAMClient
+	Dataplane petrelv1grpc.DataplaneClient
+	Cluster   petrelv1grpc.ClusterClient
 }
 
 // startAgent starts petreld inside host with an embedded etcd under a temp
@@ -154,7 +155,7 @@ func startAgent(t testing.TB, host *testutil.NS) *agent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	c := &client{petrelv1.NewIPAMClient(conn), petrelv1.NewDataplaneClient(conn), petrelv1.NewClusterClient(conn)}
+	c := &client{petrelv1grpc.NewIPAMClient(conn), petrelv1grpc.NewDataplaneClient(conn), petrelv1grpc.NewClusterClient(conn)}
 	a.client = c
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 var bins struct {
@@ -174,7 +175,7 @@ func (l *lab) start(name string, extra ...string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := petrelv1.NewClusterClient(h.conn).Status(ctx, &petrelv1.StatusRequest{})
+		_, err := petrelv1grpc.NewClusterClient(h.conn).Status(ctx, &petrelv1.StatusRequest{})
 		cancel()
 		if err == nil {
 			return
@@ -214,12 +215,12 @@ func (l *lab) logTail(name string) string {
 	return string(b)
 }
 
-func (l *lab) ipam(name string) petrelv1.IPAMClient {
-	return petrelv1.NewIPAMClient(l.hosts[name].conn)
+func (l *lab) ipam(name string) petrelv1grpc.IPAMClient {
+	return petrelv1grpc.NewIPAMClient(l.hosts[name].conn)
 }
 
-func (l *lab) dataplane(name string) petrelv1.DataplaneClient {
-	return petrelv1.NewDataplaneClient(l.hosts[name].conn)
+func (l *lab) dataplane(name string) petrelv1grpc.DataplaneClient {
+	return petrelv1grpc.NewDataplaneClient(l.hosts[name].conn)
 }
 
 // container is a container namespace attached by petreld.

@@ -20,6 +20,7 @@ import (
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // binary builds policyagent or petreld once per test binary and returns
@@ -110,7 +111,7 @@ func newLab(t testing.TB, run runner, def string) *lab {
 	if run == realAgents {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := petrelv1.NewIPAMClient(l.conns["h1"]).AddPool(ctx, &petrelv1.AddPoolRequest{
+		_, err := petrelv1grpc.NewIPAMClient(l.conns["h1"]).AddPool(ctx, &petrelv1.AddPoolRequest{
 			Pool: &petrelv1.Pool{Name: "pol", Cidr: "10.66.0.0/16", BlockSize: 26}})
 		if err != nil {
 			t.Fatalf("add pool: %v", err)
@@ -156,7 +157,7 @@ func (l *lab) start(host string) {
 		// Status with WaitForReady blocks until the socket accepts.
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		if _, err := petrelv1.NewClusterClient(l.conns[host]).Status(ctx, &petrelv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
+		if _, err := petrelv1grpc.NewClusterClient(l.conns[host]).Status(ctx, &petrelv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
 			l.t.Fatalf("petreld %s not ready: %v", host, err)
 		}
 	}
@@ -215,7 +216,7 @@ func (l *lab) add(name, host string, ips []string, groups ...string) {
 	case realAgents:
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		ipam := petrelv1.NewIPAMClient(l.conns[host])
+		ipam := petrelv1grpc.NewIPAMClient(l.conns[host])
 		var got []string
 		var static []string
 		auto := 0
@@ -247,7 +248,7 @@ func (l *lab) add(name, host string, ips []string, groups ...string) {
 			got = append(got, r.GetIps()...)
 		}
 		ns := testutil.NewNS(l.t, "ctr")
-		_, err := petrelv1.NewDataplaneClient(l.conns[host]).Attach(ctx, &petrelv1.AttachRequest{
+		_, err := petrelv1grpc.NewDataplaneClient(l.conns[host]).Attach(ctx, &petrelv1.AttachRequest{
 			Endpoint: &petrelv1.Endpoint{ContainerId: name, Ips: got, Handle: name, Ifname: "eth0", Netgroups: groups},
 			Netns:    ns.Path,
 		})

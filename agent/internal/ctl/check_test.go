@@ -11,12 +11,13 @@ import (
 
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // fakeIPAM serves fixed allocations; no Dataplane service is registered, so
 // ListEndpoints answers Unimplemented.
 type fakeIPAM struct {
-	petrelv1.UnimplementedIPAMServer
+	petrelv1grpc.UnimplementedIPAMServer
 	allocs []*petrelv1.Allocation
 }
 
@@ -25,7 +26,7 @@ func (f *fakeIPAM) ListAllocations(context.Context, *petrelv1.ListAllocationsReq
 }
 
 type fakeDataplane struct {
-	petrelv1.UnimplementedDataplaneServer
+	petrelv1grpc.UnimplementedDataplaneServer
 	eps []*petrelv1.Endpoint
 }
 
@@ -58,8 +59,8 @@ func TestCheck(t *testing.T) {
 	}
 	t.Run("with registry", func(t *testing.T) {
 		sock := fakeServer(t, func(gs *grpc.Server) {
-			petrelv1.RegisterIPAMServer(gs, &fakeIPAM{allocs: allocs})
-			petrelv1.RegisterDataplaneServer(gs, &fakeDataplane{eps: eps})
+			petrelv1grpc.RegisterIPAMServer(gs, &fakeIPAM{allocs: allocs})
+			petrelv1grpc.RegisterDataplaneServer(gs, &fakeDataplane{eps: eps})
 		})
 		r := run(t, sock, "ipam", "check")
 		if r.code != 1 {
@@ -77,7 +78,7 @@ func TestCheck(t *testing.T) {
 	})
 	t.Run("without registry", func(t *testing.T) {
 		sock := fakeServer(t, func(gs *grpc.Server) {
-			petrelv1.RegisterIPAMServer(gs, &fakeIPAM{allocs: allocs})
+			petrelv1grpc.RegisterIPAMServer(gs, &fakeIPAM{allocs: allocs})
 		})
 		r := run(t, sock, "ipam", "check", "-o", "json")
 		if r.code != 1 {

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/petrel-net/petrel/agent/internal/version"
-	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // DefaultSocket is petreld's default gRPC socket.
@@ -240,18 +240,18 @@ func (e *Env) Conn() (*grpc.ClientConn, error) {
 }
 
 // IPAM returns the IPAM client.
-func (e *Env) IPAM() (petrelv1.IPAMClient, error) {
+func (e *Env) IPAM() (petrelv1grpc.IPAMClient, error) {
 	c, err := e.Conn()
 	if err != nil {
 		return nil, err
 	}
-	return petrelv1.NewIPAMClient(c), nil
+	return petrelv1grpc.NewIPAMClient(c), nil
 }
 
 // ipamCall is the start of every IPAM command without positional
 // arguments: it refuses arguments, connects, and bounds the call with
 // --timeout. The caller defers cancel.
-func (e *Env) ipamCall(ctx context.Context, args []string) (petrelv1.IPAMClient, context.Context, context.CancelFunc, error) {
+func (e *Env) ipamCall(ctx context.Context, args []string) (petrelv1grpc.IPAMClient, context.Context, context.CancelFunc, error) {
 	if len(args) != 0 {
 		return nil, ctx, func() {}, usagef("no arguments expected")
 	}
@@ -264,21 +264,21 @@ func (e *Env) ipamCall(ctx context.Context, args []string) (petrelv1.IPAMClient,
 }
 
 // Dataplane returns the Dataplane client.
-func (e *Env) Dataplane() (petrelv1.DataplaneClient, error) {
+func (e *Env) Dataplane() (petrelv1grpc.DataplaneClient, error) {
 	c, err := e.Conn()
 	if err != nil {
 		return nil, err
 	}
-	return petrelv1.NewDataplaneClient(c), nil
+	return petrelv1grpc.NewDataplaneClient(c), nil
 }
 
 // Cluster returns the Cluster client.
-func (e *Env) Cluster() (petrelv1.ClusterClient, error) {
+func (e *Env) Cluster() (petrelv1grpc.ClusterClient, error) {
 	c, err := e.Conn()
 	if err != nil {
 		return nil, err
 	}
-	return petrelv1.NewClusterClient(c), nil
+	return petrelv1grpc.NewClusterClient(c), nil
 }
 
 // Call bounds one call to petreld by --timeout.

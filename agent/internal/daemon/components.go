@@ -24,7 +24,7 @@ import (
 	"github.com/petrel-net/petrel/agent/internal/ipam"
 	"github.com/petrel-net/petrel/agent/internal/server"
 	"github.com/petrel-net/petrel/agent/internal/version"
-	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // startEtcd connects to the configured etcd cluster, or starts the embedded
@@ -152,9 +152,9 @@ func (d *Daemon) startGRPC(_ context.Context) error {
 	}
 	gs := server.NewGRPCServer(opts)
 	ipamSvc := server.NewIPAMService(d.ipam, opts)
-	petrelv1.RegisterIPAMServer(gs, ipamSvc)
+	petrelv1grpc.RegisterIPAMServer(gs, ipamSvc)
 	if d.dp != nil {
-		petrelv1.RegisterDataplaneServer(gs, server.NewDataplaneService(d.dp, ipamSvc, opts))
+		petrelv1grpc.RegisterDataplaneServer(gs, server.NewDataplaneService(d.dp, ipamSvc, opts))
 	}
 	if d.cluster == nil {
 		d.cluster = &server.ClusterService{}
@@ -166,7 +166,7 @@ func (d *Daemon) startGRPC(_ context.Context) error {
 	d.cluster.KV = d.etcd
 	d.cluster.Pools = d.ipam
 	d.cluster.Options = opts
-	petrelv1.RegisterClusterServer(gs, d.cluster)
+	petrelv1grpc.RegisterClusterServer(gs, d.cluster)
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, d.health)
@@ -304,7 +304,7 @@ func (d *Daemon) setHealth(ok bool) {
 		return
 	}
 	d.health.SetServingStatus("", st)
-	for _, svc := range []string{petrelv1.IPAM_ServiceDesc.ServiceName, petrelv1.Cluster_ServiceDesc.ServiceName} {
+	for _, svc := range []string{petrelv1grpc.IPAM_ServiceDesc.ServiceName, petrelv1grpc.Cluster_ServiceDesc.ServiceName} {
 		d.health.SetServingStatus(svc, st)
 	}
 	d.log.Info("health", "status", st.String())

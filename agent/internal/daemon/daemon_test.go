@@ -16,6 +16,7 @@ import (
 
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // testConfig is a daemon config in dir with an embedded etcd, a short socket
@@ -82,7 +83,7 @@ func TestRestart(t *testing.T) {
 	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: got %v, %v; want SERVING", hc.GetStatus(), err)
 	}
-	ic := petrelv1.NewIPAMClient(conn)
+	ic := petrelv1grpc.NewIPAMClient(conn)
 	if _, err := ic.AddPool(ctx, &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: "p", Cidr: "10.250.0.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestRestart(t *testing.T) {
 	}
 
 	d2 := start(t, cfg)
-	ic = petrelv1.NewIPAMClient(dial(t, d2.Socket()))
+	ic = petrelv1grpc.NewIPAMClient(dial(t, d2.Socket()))
 	again, err := ic.Allocate(ctx, &petrelv1.AllocateRequest{Handle: "c1", NumIpv4: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +120,7 @@ func TestRestart(t *testing.T) {
 	if got, want := again.GetIps(), first.GetIps(); len(got) != 1 || got[0] != want[0] {
 		t.Errorf("after restart: got %v, want %v (same handle, same address)", got, want)
 	}
-	st, err := petrelv1.NewClusterClient(dial(t, d2.Socket())).Status(ctx, &petrelv1.StatusRequest{})
+	st, err := petrelv1grpc.NewClusterClient(dial(t, d2.Socket())).Status(ctx, &petrelv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/petrel-net/petrel/agent/internal/ipam"
 	"github.com/petrel-net/petrel/agent/registry"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // UsageSource reports pool utilisation (implemented by *ipam.IPAM).
@@ -26,7 +27,7 @@ type UsageSource interface {
 // revision, and serves WaitConverged, ListHosts and RemoveHost (which answer
 // Unimplemented without it).
 type ClusterService struct {
-	petrelv1.UnimplementedClusterServer
+	petrelv1grpc.UnimplementedClusterServer
 
 	// Host is this agent's host name.
 	Host string
@@ -54,7 +55,7 @@ type ClusterState interface {
 	RemoveHost(ctx context.Context, name string) ([]string, error)
 }
 
-var _ petrelv1.ClusterServer = (*ClusterService)(nil)
+var _ petrelv1grpc.ClusterServer = (*ClusterService)(nil)
 
 // Status reports this agent, the etcd revision, the number of endpoints in
 // the registry and the pools' utilisation.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/petrel-net/petrel/agent/internal/dataplane"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // Dataplane is what the Dataplane service needs from the dataplane.
@@ -25,14 +26,14 @@ var _ Dataplane = (*dataplane.Dataplane)(nil)
 
 // DataplaneService serves petrel.v1.Dataplane.
 type DataplaneService struct {
-	petrelv1.UnimplementedDataplaneServer
+	petrelv1grpc.UnimplementedDataplaneServer
 
 	dp   Dataplane
 	ipam *IPAMService
 	opts Options
 }
 
-var _ petrelv1.DataplaneServer = (*DataplaneService)(nil)
+var _ petrelv1grpc.DataplaneServer = (*DataplaneService)(nil)
 
 // NewDataplaneService returns the Dataplane service over dp. addrs, when not
 // nil, serves the allocation of Add and the release of Remove; without it

@@ -10,6 +10,7 @@ import (
 	"github.com/petrel-net/petrel/agent/internal/ipam"
 	"github.com/petrel-net/petrel/agent/registry"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // IPAM is what the IPAM service needs from the allocator.
@@ -28,7 +29,7 @@ var _ IPAM = (*ipam.IPAM)(nil)
 
 // IPAMService serves petrel.v1.IPAM.
 type IPAMService struct {
-	petrelv1.UnimplementedIPAMServer
+	petrelv1grpc.UnimplementedIPAMServer
 
 	ipam IPAM
 	opts Options
@@ -39,7 +40,7 @@ func NewIPAMService(a IPAM, opts Options) *IPAMService {
 	return &IPAMService{ipam: a, opts: opts.withDefaults()}
 }
 
-var _ petrelv1.IPAMServer = (*IPAMService)(nil)
+var _ petrelv1grpc.IPAMServer = (*IPAMService)(nil)
 
 // Allocate hands out addresses for a handle.
 func (s *IPAMService) Allocate(ctx context.Context, r *petrelv1.AllocateRequest) (*petrelv1.AllocateResponse, error) {

@@ -18,13 +18,14 @@ import (
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // env is an in-process gRPC server on a temporary unix socket, serving the
 // real IPAM over a real etcd.
 type env struct {
-	ipam    petrelv1.IPAMClient
-	cluster petrelv1.ClusterClient
+	ipam    petrelv1grpc.IPAMClient
+	cluster petrelv1grpc.ClusterClient
 	metrics *Metrics
 	reg     *prometheus.Registry
 	// etcd stops the etcd member; it may be called more than once.
@@ -43,14 +44,14 @@ func newEnv(t *testing.T, budget time.Duration) *env {
 	m := NewMetrics(reg)
 	opts := Options{Metrics: m, Budget: budget}
 	gs := NewGRPCServer(opts)
-	petrelv1.RegisterIPAMServer(gs, NewIPAMService(a, opts))
-	petrelv1.RegisterClusterServer(gs, &ClusterService{
+	petrelv1grpc.RegisterIPAMServer(gs, NewIPAMService(a, opts))
+	petrelv1grpc.RegisterClusterServer(gs, &ClusterService{
 		Host: "host-a", Version: "test", EmbeddedEtcd: true, EtcdEndpoints: []string{srv.ClientURL},
 		KV: c, Pools: a, Options: opts,
 	})
 	conn := serve(t, gs)
 	return &env{
-		ipam: petrelv1.NewIPAMClient(conn), cluster: petrelv1.NewClusterClient(conn),
+		ipam: petrelv1grpc.NewIPAMClient(conn), cluster: petrelv1grpc.NewClusterClient(conn),
 		metrics: m, reg: reg, etcd: srv, kv: c,
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 type flags struct {
@@ -176,7 +177,7 @@ func runOuter(ctx context.Context, f flags, stdout, stderr io.Writer) (retErr er
 		return err
 	}
 	defer conn.Close()
-	ipamc, dpc := petrelv1.NewIPAMClient(conn), petrelv1.NewDataplaneClient(conn)
+	ipamc, dpc := petrelv1grpc.NewIPAMClient(conn), petrelv1grpc.NewDataplaneClient(conn)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)

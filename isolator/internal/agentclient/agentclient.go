@@ -7,17 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/isolator/internal/unarygrpc"
 )
 
 // Defaults used when neither the environment nor the CNI config say otherwise.
@@ -30,22 +27,25 @@ const (
 	EnvTimeout = "PETREL_TIMEOUT"
 )
 
-// Client holds the generated clients of the agent's three services.
+// Client reaches the agent's three services. It speaks gRPC through
+// unarygrpc rather than grpc-go: a shim lives for one call, and grpc-go's
+// transport doubled its start-up time (see docs/architecture.md).
 type Client struct {
-	IPAM      petrelv1.IPAMClient
-	Dataplane petrelv1.DataplaneClient
-	Cluster   petrelv1.ClusterClient
+	IPAM      IPAM
+	Dataplane Dataplane
+	Cluster   Cluster
 	// Timeout bounds every call made through Call.
 	Timeout time.Duration
 	// Socket is the path dialled, for messages.
 	Socket string
 
-	conn *grpc.ClientConn
+	conn *unarygrpc.Conn
 }
 
 // Dial returns a client for the agent listening on the unix socket path. The
 // connection is made lazily: when the agent is down, the first call fails
 // fast with codes.Unavailable (it does not wait for the agent to appear).
+// A call does not retry; the caller's deadline bounds it.
 func Dial(socket string, timeout time.Duration) (*Client, error) {
 	if socket == "" {
 		socket = DefaultSocket
@@ -53,23 +53,11 @@ func Dial(socket string, timeout time.Duration) (*Client, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	target := "unix://" + socket
-	if !filepath.IsAbs(socket) {
-		target = "unix:" + socket // gRPC's form for a relative path
-	}
-	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// One shim process makes a handful of calls; no retries beyond the
-		// caller's own deadline.
-		grpc.WithDisableRetry(),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("agent socket %s: %w", socket, err)
-	}
+	conn := unarygrpc.Dial(socket)
 	return &Client{
-		IPAM:      petrelv1.NewIPAMClient(conn),
-		Dataplane: petrelv1.NewDataplaneClient(conn),
-		Cluster:   petrelv1.NewClusterClient(conn),
+		IPAM:      ipamClient{conn},
+		Dataplane: dataplaneClient{conn},
+		Cluster:   clusterClient{conn},
 		Timeout:   timeout,
 		Socket:    socket,
 		conn:      conn,

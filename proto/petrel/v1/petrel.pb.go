@@ -2,6 +2,11 @@
 // (isolator/), petrelctl and the framework tests are its clients; petreld
 // serves it on a unix socket (default /run/petrel/petreld.sock).
 //
+// This file holds the messages; service.proto holds the services. The two
+// are generated into separate Go packages, so that a client can use the
+// messages without linking grpc-go (the shims, which start once per
+// container, speak gRPC through isolator/internal/unarygrpc).
+//
 // Compatibility: fields are only ever added. A client that leaves a field
 // unset gets the documented default.
 
@@ -2969,31 +2974,7 @@ const file_proto_petrel_v1_petrel_proto_rawDesc = "" +
 	"\x11SOURCE_NETMODULES\x10\x01\x12\x0e\n" +
 	"\n" +
 	"SOURCE_CNI\x10\x02\x12\x11\n" +
-	"\rSOURCE_DOCKER\x10\x032\xba\x04\n" +
-	"\x04IPAM\x12C\n" +
-	"\bAllocate\x12\x1a.petrel.v1.AllocateRequest\x1a\x1b.petrel.v1.AllocateResponse\x12@\n" +
-	"\aReserve\x12\x19.petrel.v1.ReserveRequest\x1a\x1a.petrel.v1.ReserveResponse\x12@\n" +
-	"\aRelease\x12\x19.petrel.v1.ReleaseRequest\x1a\x1a.petrel.v1.ReleaseResponse\x12@\n" +
-	"\aAddPool\x12\x19.petrel.v1.AddPoolRequest\x1a\x1a.petrel.v1.AddPoolResponse\x12F\n" +
-	"\tListPools\x12\x1b.petrel.v1.ListPoolsRequest\x1a\x1c.petrel.v1.ListPoolsResponse\x12I\n" +
-	"\n" +
-	"DeletePool\x12\x1c.petrel.v1.DeletePoolRequest\x1a\x1d.petrel.v1.DeletePoolResponse\x12:\n" +
-	"\x05Usage\x12\x17.petrel.v1.UsageRequest\x1a\x18.petrel.v1.UsageResponse\x12X\n" +
-	"\x0fListAllocations\x12!.petrel.v1.ListAllocationsRequest\x1a\".petrel.v1.ListAllocationsResponse2\xdf\x03\n" +
-	"\tDataplane\x12=\n" +
-	"\x06Attach\x12\x18.petrel.v1.AttachRequest\x1a\x19.petrel.v1.AttachResponse\x12=\n" +
-	"\x06Detach\x12\x18.petrel.v1.DetachRequest\x1a\x19.petrel.v1.DetachResponse\x127\n" +
-	"\x03Add\x12\x15.petrel.v1.AddRequest\x1a\x19.petrel.v1.AttachResponse\x12=\n" +
-	"\x06Remove\x12\x18.petrel.v1.RemoveRequest\x1a\x19.petrel.v1.RemoveResponse\x12:\n" +
-	"\x05Check\x12\x17.petrel.v1.CheckRequest\x1a\x18.petrel.v1.CheckResponse\x12R\n" +
-	"\rListEndpoints\x12\x1f.petrel.v1.ListEndpointsRequest\x1a .petrel.v1.ListEndpointsResponse\x12L\n" +
-	"\vGetEndpoint\x12\x1d.petrel.v1.GetEndpointRequest\x1a\x1e.petrel.v1.GetEndpointResponse2\xaf\x02\n" +
-	"\aCluster\x12=\n" +
-	"\x06Status\x12\x18.petrel.v1.StatusRequest\x1a\x19.petrel.v1.StatusResponse\x12R\n" +
-	"\rWaitConverged\x12\x1f.petrel.v1.WaitConvergedRequest\x1a .petrel.v1.WaitConvergedResponse\x12F\n" +
-	"\tListHosts\x12\x1b.petrel.v1.ListHostsRequest\x1a\x1c.petrel.v1.ListHostsResponse\x12I\n" +
-	"\n" +
-	"RemoveHost\x12\x1c.petrel.v1.RemoveHostRequest\x1a\x1d.petrel.v1.RemoveHostResponseB7Z5github.com/petrel-net/petrel/proto/petrel/v1;petrelv1b\x06proto3"
+	"\rSOURCE_DOCKER\x10\x03B7Z5github.com/petrel-net/petrel/proto/petrel/v1;petrelv1b\x06proto3"
 
 var (
 	file_proto_petrel_v1_petrel_proto_rawDescOnce sync.Once
@@ -3092,46 +3073,8 @@ var file_proto_petrel_v1_petrel_proto_depIdxs = []int32{
 	15, // 25: petrel.v1.StatusResponse.pools:type_name -> petrel.v1.PoolUsage
 	37, // 26: petrel.v1.WaitConvergedResponse.hosts:type_name -> petrel.v1.HostStatus
 	37, // 27: petrel.v1.ListHostsResponse.hosts:type_name -> petrel.v1.HostStatus
-	1,  // 28: petrel.v1.IPAM.Allocate:input_type -> petrel.v1.AllocateRequest
-	3,  // 29: petrel.v1.IPAM.Reserve:input_type -> petrel.v1.ReserveRequest
-	5,  // 30: petrel.v1.IPAM.Release:input_type -> petrel.v1.ReleaseRequest
-	8,  // 31: petrel.v1.IPAM.AddPool:input_type -> petrel.v1.AddPoolRequest
-	10, // 32: petrel.v1.IPAM.ListPools:input_type -> petrel.v1.ListPoolsRequest
-	12, // 33: petrel.v1.IPAM.DeletePool:input_type -> petrel.v1.DeletePoolRequest
-	16, // 34: petrel.v1.IPAM.Usage:input_type -> petrel.v1.UsageRequest
-	19, // 35: petrel.v1.IPAM.ListAllocations:input_type -> petrel.v1.ListAllocationsRequest
-	23, // 36: petrel.v1.Dataplane.Attach:input_type -> petrel.v1.AttachRequest
-	26, // 37: petrel.v1.Dataplane.Detach:input_type -> petrel.v1.DetachRequest
-	24, // 38: petrel.v1.Dataplane.Add:input_type -> petrel.v1.AddRequest
-	28, // 39: petrel.v1.Dataplane.Remove:input_type -> petrel.v1.RemoveRequest
-	30, // 40: petrel.v1.Dataplane.Check:input_type -> petrel.v1.CheckRequest
-	32, // 41: petrel.v1.Dataplane.ListEndpoints:input_type -> petrel.v1.ListEndpointsRequest
-	34, // 42: petrel.v1.Dataplane.GetEndpoint:input_type -> petrel.v1.GetEndpointRequest
-	38, // 43: petrel.v1.Cluster.Status:input_type -> petrel.v1.StatusRequest
-	40, // 44: petrel.v1.Cluster.WaitConverged:input_type -> petrel.v1.WaitConvergedRequest
-	42, // 45: petrel.v1.Cluster.ListHosts:input_type -> petrel.v1.ListHostsRequest
-	44, // 46: petrel.v1.Cluster.RemoveHost:input_type -> petrel.v1.RemoveHostRequest
-	2,  // 47: petrel.v1.IPAM.Allocate:output_type -> petrel.v1.AllocateResponse
-	4,  // 48: petrel.v1.IPAM.Reserve:output_type -> petrel.v1.ReserveResponse
-	6,  // 49: petrel.v1.IPAM.Release:output_type -> petrel.v1.ReleaseResponse
-	9,  // 50: petrel.v1.IPAM.AddPool:output_type -> petrel.v1.AddPoolResponse
-	11, // 51: petrel.v1.IPAM.ListPools:output_type -> petrel.v1.ListPoolsResponse
-	13, // 52: petrel.v1.IPAM.DeletePool:output_type -> petrel.v1.DeletePoolResponse
-	17, // 53: petrel.v1.IPAM.Usage:output_type -> petrel.v1.UsageResponse
-	20, // 54: petrel.v1.IPAM.ListAllocations:output_type -> petrel.v1.ListAllocationsResponse
-	25, // 55: petrel.v1.Dataplane.Attach:output_type -> petrel.v1.AttachResponse
-	27, // 56: petrel.v1.Dataplane.Detach:output_type -> petrel.v1.DetachResponse
-	25, // 57: petrel.v1.Dataplane.Add:output_type -> petrel.v1.AttachResponse
-	29, // 58: petrel.v1.Dataplane.Remove:output_type -> petrel.v1.RemoveResponse
-	31, // 59: petrel.v1.Dataplane.Check:output_type -> petrel.v1.CheckResponse
-	33, // 60: petrel.v1.Dataplane.ListEndpoints:output_type -> petrel.v1.ListEndpointsResponse
-	35, // 61: petrel.v1.Dataplane.GetEndpoint:output_type -> petrel.v1.GetEndpointResponse
-	39, // 62: petrel.v1.Cluster.Status:output_type -> petrel.v1.StatusResponse
-	41, // 63: petrel.v1.Cluster.WaitConverged:output_type -> petrel.v1.WaitConvergedResponse
-	43, // 64: petrel.v1.Cluster.ListHosts:output_type -> petrel.v1.ListHostsResponse
-	45, // 65: petrel.v1.Cluster.RemoveHost:output_type -> petrel.v1.RemoveHostResponse
-	47, // [47:66] is the sub-list for method output_type
-	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3150,7 +3093,7 @@ func file_proto_petrel_v1_petrel_proto_init() {
 			NumEnums:      1,
 			NumMessages:   50,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   0,
 		},
 		GoTypes:           file_proto_petrel_v1_petrel_proto_goTypes,
 		DependencyIndexes: file_proto_petrel_v1_petrel_proto_depIdxs,

@@ -21,13 +21,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	petrelv1 "github.com/petrel-net/petrel/proto/petrel/v1"
+	"github.com/petrel-net/petrel/proto/petrel/v1/petrelv1grpc"
 )
 
 // Agent is the fake agent's state. Tests read it after a shim call.
 type Agent struct {
-	petrelv1.UnimplementedIPAMServer
-	petrelv1.UnimplementedDataplaneServer
-	petrelv1.UnimplementedClusterServer
+	petrelv1grpc.UnimplementedIPAMServer
+	petrelv1grpc.UnimplementedDataplaneServer
+	petrelv1grpc.UnimplementedClusterServer
 
 	// Host is the name the fake reports and records endpoints under.
 	Host string
@@ -84,9 +85,9 @@ func (a *Agent) Serve(sock string) (stop func(), err error) {
 		return nil, fmt.Errorf("listen %s: %w", sock, err)
 	}
 	s := grpc.NewServer(grpc.UnaryInterceptor(a.intercept))
-	petrelv1.RegisterIPAMServer(s, a)
-	petrelv1.RegisterDataplaneServer(s, a)
-	petrelv1.RegisterClusterServer(s, a)
+	petrelv1grpc.RegisterIPAMServer(s, a)
+	petrelv1grpc.RegisterDataplaneServer(s, a)
+	petrelv1grpc.RegisterClusterServer(s, a)
 	done := make(chan struct{})
 	go func() { _ = s.Serve(l); close(done) }()
 	return func() { s.Stop(); <-done }, nil
