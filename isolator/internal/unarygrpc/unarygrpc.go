@@ -296,7 +296,7 @@ func (t *transport) exchange(cl *call, method string, body []byte, deadline time
 	for {
 		n := int64(len(msg))
 		n = min(n, cl.window, t.connWindow, int64(t.maxFrame))
-		if n > 0 || len(msg) == 0 {
+		if n > 0 {
 			var fl byte
 			if int(n) == len(msg) {
 				fl = flagEndStream
