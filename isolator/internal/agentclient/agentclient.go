@@ -29,7 +29,8 @@ const (
 
 // Client reaches the agent's three services. It speaks gRPC through
 // unarygrpc rather than grpc-go: a shim lives for one call, and grpc-go's
-// transport doubled its start-up time (see docs/architecture.md).
+// transport added about a third to its time from exec to exit (see
+// docs/architecture.md).
 type Client struct {
 	IPAM      IPAM
 	Dataplane Dataplane

@@ -67,7 +67,7 @@ func FuzzInvoke(f *testing.F) {
 	f.Add(frame(frameGoAway, 0, 0, make([]byte, 8)))
 	f.Add(frame(frameRSTStream, 0, 1, []byte{0, 0, 0, 8}))
 	f.Fuzz(func(t *testing.T, server []byte) {
-		c := NewConn("fuzz", func(context.Context) (net.Conn, error) {
+		c := newConn(func(context.Context) (net.Conn, error) {
 			return replayConn{bytes.NewReader(server)}, nil
 		})
 		out := &wrapperspb.BytesValue{}

@@ -8,8 +8,9 @@
 // status.Code as with grpc-go. What it leaves out is what a one-shot process
 // never uses: name resolution, load balancing, retries, keepalive, streaming,
 // compression and TLS. In exchange it does not link grpc-go's transport
-// (net/http, crypto/tls, x509, its balancers and resolvers), which doubled
-// the start-up time of the plugin binary; see docs/architecture.md.
+// (net/http, crypto/tls, x509, its balancers and resolvers), which added
+// about a third to the plugin's time from exec to exit; see
+// docs/architecture.md.
 //
 // A Conn makes one call at a time on one connection, dialled on the first
 // call and again after an error broke it.
@@ -81,8 +82,6 @@ const (
 // use; calls are made one at a time.
 type Conn struct {
 	dial func(ctx context.Context) (net.Conn, error)
-	// name is what errors call the server ("unix:/run/petrel/petreld.sock").
-	name string
 
 	mu sync.Mutex
 	t  *transport // nil until dialled, and after an error
@@ -93,16 +92,13 @@ type Conn struct {
 // with codes.Unavailable.
 func Dial(socket string) *Conn {
 	var d net.Dialer
-	return &Conn{
-		name: "unix:" + socket,
-		dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", socket) },
-	}
+	return newConn(func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", socket) })
 }
 
-// NewConn returns a Conn that reaches the server through dial, which the
+// newConn returns a Conn that reaches the server through dial, which the
 // Conn calls for its first call and after a broken connection.
-func NewConn(name string, dial func(ctx context.Context) (net.Conn, error)) *Conn {
-	return &Conn{name: name, dial: dial}
+func newConn(dial func(ctx context.Context) (net.Conn, error)) *Conn {
+	return &Conn{dial: dial}
 }
 
 // Close closes the connection, if one is open. A later call dials again.

@@ -311,7 +311,7 @@ func TestEncodeTimeout(t *testing.T) {
 
 // Anything that is not a gRPC status is an error of the transport.
 func TestErrorsAreStatuses(t *testing.T) {
-	c := NewConn("fake", func(context.Context) (net.Conn, error) { return nil, errors.New("refused") })
+	c := newConn(func(context.Context) (net.Conn, error) { return nil, errors.New("refused") })
 	err := c.Invoke(context.Background(), "/a/b", &anypb.Any{}, &anypb.Any{})
 	if _, ok := status.FromError(err); !ok || status.Code(err) != codes.Unavailable {
 		t.Fatalf("got %v", err)
