@@ -130,6 +130,23 @@ func newServer(t *testing.T) *server {
 	return startServer(t, filepath.Join(dir, "s.sock"))
 }
 
+// newClient starts a server and returns it with a Conn to it, closed in
+// t.Cleanup.
+func newClient(t *testing.T) (*server, *Conn) {
+	srv := newServer(t)
+	c := Dial(srv.sock)
+	t.Cleanup(func() { c.Close() })
+	return srv, c
+}
+
+// wantOneConnection checks that every call so far used one connection.
+func wantOneConnection(t *testing.T, srv *server) {
+	t.Helper()
+	if n := srv.lis.n.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
 func echoCall(ctx context.Context, c *Conn, s string) (string, error) {
 	out := &wrapperspb.BytesValue{}
 	err := c.Invoke(ctx, "/test.Echo/Echo", wrapperspb.Bytes([]byte(s)), out)
@@ -137,9 +154,7 @@ func echoCall(ctx context.Context, c *Conn, s string) (string, error) {
 }
 
 func TestCallsShareOneConnection(t *testing.T) {
-	srv := newServer(t)
-	c := Dial(srv.sock)
-	defer c.Close()
+	srv, c := newClient(t)
 	ctx := context.Background()
 	for i := range 5 {
 		want := "hello " + strconv.Itoa(i)
@@ -152,15 +167,11 @@ func TestCallsShareOneConnection(t *testing.T) {
 	if got, err := echoCall(ctx, c, ""); err != nil || got != "" {
 		t.Fatalf("empty: got %q, %v", got, err)
 	}
-	if n := srv.lis.n.Load(); n != 1 {
-		t.Fatalf("%d connections, want 1", n)
-	}
+	wantOneConnection(t, srv)
 }
 
 func TestServerStatus(t *testing.T) {
-	srv := newServer(t)
-	c := Dial(srv.sock)
-	defer c.Close()
+	srv, c := newClient(t)
 	ctx := context.Background()
 	// Messages travel percent-encoded; they come back as sent.
 	for _, tc := range []struct {
@@ -194,15 +205,11 @@ func TestServerStatus(t *testing.T) {
 	if got, err := echoCall(ctx, c, "still here"); err != nil || got != "still here" {
 		t.Fatalf("after errors: %q, %v", got, err)
 	}
-	if n := srv.lis.n.Load(); n != 1 {
-		t.Fatalf("%d connections, want 1", n)
-	}
+	wantOneConnection(t, srv)
 }
 
 func TestLargeMessagesAndHeaders(t *testing.T) {
-	srv := newServer(t)
-	c := Dial(srv.sock)
-	defer c.Close()
+	_, c := newClient(t)
 	ctx := context.Background()
 	// A request larger than the server's initial windows needs its
 	// WINDOW_UPDATEs; a response of many DATA frames, ours.
@@ -227,9 +234,7 @@ func TestLargeMessagesAndHeaders(t *testing.T) {
 }
 
 func TestDeadlineAndCancel(t *testing.T) {
-	srv := newServer(t)
-	c := Dial(srv.sock)
-	defer c.Close()
+	srv, c := newClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := echoCall(ctx, c, "block")
