@@ -195,6 +195,9 @@ func (l *lab) start(name string, extra ...string) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// After a restart the connection may be waiting out a reconnect
+		// backoff (up to minutes) from the dead agent: try at once.
+		h.conn.ResetConnectBackoff()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := petrelv1grpc.NewClusterClient(h.conn).Status(ctx, &petrelv1.StatusRequest{})
 		cancel()

@@ -244,6 +244,18 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 	}
 	snap.Revision = rev
 	snap.HostsRevision, snap.BlocksRevision, snap.AllocationsRevision, snap.EndpointsRevision = rev, rev, rev, rev
+	// Which revisions before the list were relevant: without them the
+	// list's own revision would have to count as relevant.
+	var replayed []int64
+	if from := replayFrom(snap.Hosts, applied, c.Name(), rev); from > 0 {
+		revs, err := c.replayRelevant(ctx, from, rev)
+		if err != nil {
+			c.onError("replay", err)
+		} else {
+			// Every host that published has applied from.
+			replayed = append([]int64{from}, revs...)
+		}
+	}
 	c.snap = snap
 	c.pend.setFull()
 	c.pend.relevant = true
@@ -253,7 +265,11 @@ func (c *Cluster) syncOnce(ctx context.Context) error {
 		c.applied, c.appliedRev = applied, rev
 	}
 	c.pos = rev
-	c.noteRelevantLocked(rev)
+	if replayed != nil {
+		c.relevant = mergeRelevant(c.relevant, replayed)
+	} else {
+		c.noteRelevantLocked(rev)
+	}
 	c.synced = true
 	c.broadcastLocked()
 	c.mu.Unlock()

@@ -55,6 +55,9 @@ func (r *recorder) seen() (map[string]string, []string) {
 type agent struct {
 	c   *Cluster
 	rec *recorder
+	// stop ends the agent's Run (as a killed agent: its lease lives on
+	// until its TTL).
+	stop func()
 }
 
 func startAgent(t *testing.T, cli *clientv3.Client, name string, opts ...Option) *agent {
@@ -67,8 +70,9 @@ func startAgent(t *testing.T, cli *clientv3.Client, name string, opts ...Option)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &agent{c: c, rec: rec}
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return &agent{c: c, rec: rec, stop: stop}
 }
 
 // waitHosts waits until a sees n live hosts.
@@ -305,5 +309,62 @@ func TestUnchangedBetween(t *testing.T) {
 	}
 	if a.c.unchangedBetween(ctx, r2, d.Header.Revision) {
 		t.Errorf("a deletion was not seen")
+	}
+}
+
+// A restarted agent answers --wait-converged at once: it replays the
+// revisions before its first list to learn which were relevant, instead
+// of asking the other hosts for its list's revision, which they publish
+// only at their next resync (an hour here) when nothing relevant followed.
+func TestRestartedAgentConvergesWithoutResync(t *testing.T) {
+	_, cli := testutil.Etcd(t)
+	hour := WithResyncInterval(time.Hour)
+	a := startAgent(t, cli, "a", hour)
+	b := startAgent(t, cli, "b", hour)
+	waitHosts(t, a, 2)
+	waitConverged(t, a, putBlock(t, cli, "10.1.0.0/26", "a"))
+	a.stop()
+	a2 := startAgent(t, cli, "a", hour)
+	v := waitConverged(t, a2, 0)
+	for _, h := range v.Hosts {
+		if h.Live && h.Lag != 0 {
+			t.Errorf("host %s lag %d after converging", h.Host.GetName(), h.Lag)
+		}
+	}
+
+	// The replay is no shortcut: a relevant change b has not applied
+	// keeps b behind on a freshly started agent too.
+	b.rec.mu.Lock()
+	b.rec.fail = errors.New("kernel says no")
+	b.rec.mu.Unlock()
+	rev := putBlock(t, cli, "10.1.0.64/26", "b")
+	a2.stop()
+	a3 := startAgent(t, cli, "a", hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	if _, _, err := a3.c.WaitConverged(ctx, rev); !errors.Is(err, ErrNotConverged) || !strings.HasSuffix(err.Error(), ": b") {
+		t.Fatalf("WaitConverged on the restarted agent: %v, want b behind", err)
+	}
+	b.rec.mu.Lock()
+	b.rec.fail = nil
+	b.rec.mu.Unlock()
+	waitConverged(t, a3, rev)
+}
+
+func TestReplayFrom(t *testing.T) {
+	hosts := map[string]*petrelv1.Host{"a": {}, "b": {}, "c": {}}
+	for _, tc := range []struct {
+		applied map[string]int64
+		want    int64
+	}{
+		{map[string]int64{"a": 3, "b": 7, "c": 9}, 7}, // a is self
+		{map[string]int64{"b": 7}, 7},                 // c never published
+		{map[string]int64{"b": 10, "c": 12}, 0},       // nothing before the list
+		{map[string]int64{"gone": 2, "b": 8}, 8},      // a dead host's key
+		{map[string]int64{}, 0},
+	} {
+		if got := replayFrom(hosts, tc.applied, "a", 10); got != tc.want {
+			t.Errorf("replayFrom(%v) = %d, want %d", tc.applied, got, tc.want)
+		}
 	}
 }
