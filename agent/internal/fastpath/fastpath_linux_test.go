@@ -56,6 +56,17 @@ func (l *kLab) add(host, id string, ips ...string) *testutil.LabContainer {
 	return c
 }
 
+// newKLabAC is a kLab with container a (10.9.1.2) on h1 and c (10.9.2.2)
+// on h2, reconciled.
+func newKLabAC(t *testing.T) (*kLab, *testutil.LabContainer) {
+	t.Helper()
+	l := newKLab(t)
+	a := l.add("h1", "a", "10.9.1.2")
+	l.add("h2", "c", "10.9.2.2")
+	l.reconcile()
+	return l, a
+}
+
 func (l *kLab) reconcile() {
 	l.t.Helper()
 	for name, fp := range l.fps {
@@ -129,10 +140,7 @@ func TestForwardsBetweenHostsAndContainers(t *testing.T) {
 // stack (where rp_filter or the policy's spoof chain decide), never
 // through the program.
 func TestSpoofedSourceTakesTheKernelPath(t *testing.T) {
-	l := newKLab(t)
-	a := l.add("h1", "a", "10.9.1.2")
-	l.add("h2", "c", "10.9.2.2")
-	l.reconcile()
+	l, a := newKLabAC(t)
 	if !testutil.Pingable(a.NS, "10.9.2.2") {
 		t.Fatal("c unreachable from a")
 	}
@@ -156,10 +164,7 @@ func TestSpoofedSourceTakesTheKernelPath(t *testing.T) {
 // Without a host record for the next hop, traffic to it keeps the kernel
 // path: the program only sends to Petrel hosts.
 func TestOnlyPetrelHostsAreNextHops(t *testing.T) {
-	l := newKLab(t)
-	a := l.add("h1", "a", "10.9.1.2")
-	l.add("h2", "c", "10.9.2.2")
-	l.reconcile()
+	l, a := newKLabAC(t)
 	ctx := context.Background()
 	h2 := l.snap.Hosts["h2"]
 	delete(l.snap.Hosts, "h2")
@@ -185,10 +190,7 @@ func TestOnlyPetrelHostsAreNextHops(t *testing.T) {
 // A container added by a watch batch is attached and fed at once; one
 // removed leaves nothing in the map; Remove takes every filter away.
 func TestIncrementalAndRemove(t *testing.T) {
-	l := newKLab(t)
-	a := l.add("h1", "a", "10.9.1.2")
-	l.add("h2", "c", "10.9.2.2")
-	l.reconcile()
+	l, a := newKLabAC(t)
 	ctx := context.Background()
 	b := l.add("h1", "b", "10.9.1.3")
 	key := registry.EndpointKey("h1", "b", "eth0")

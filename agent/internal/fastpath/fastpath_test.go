@@ -44,17 +44,24 @@ func addEndpoint(s *registry.Snapshot, k *fakeKernel, host, id, hostIf string, i
 	return key
 }
 
+// reconciled is h1's fast path after a full reconcile of s.
+func reconciled(t *testing.T, s *registry.Snapshot, k *fakeKernel) *FastPath {
+	t.Helper()
+	fp := newWithDeps("h1", "eth0", k)
+	if err := fp.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	return fp
+}
+
 func TestReconcileBuildsTheMap(t *testing.T) {
 	s, k := world()
 	addEndpoint(s, k, "h1", "a", "ptl-a", 10, "10.1.0.2", "fd00::2")
 	addEndpoint(s, k, "h1", "b", "ptl-b", 11, "10.1.0.3", "10.1.0.4")
 	addEndpoint(s, k, "h2", "c", "ptl-c", 10, "10.1.1.2") // another host's
 	addEndpoint(s, k, "h1", "gone", "ptl-gone", 0, "10.1.0.9")
-	fp := newWithDeps("h1", "eth0", k)
+	fp := reconciled(t, s, k)
 	ctx := context.Background()
-	if err := fp.Reconcile(ctx, s); err != nil {
-		t.Fatal(err)
-	}
 	want := map[Key]Kind{
 		key(2, ""): KindUnderlay, key(2, "10.99.0.2"): KindPeer, key(2, "10.98.0.3"): KindPeer,
 		key(10, ""): KindContainer, key(10, "10.1.0.2"): KindContainer,
@@ -102,11 +109,8 @@ func TestReconcileChangedTouchesOnlyTheChange(t *testing.T) {
 	for i := range 100 {
 		addEndpoint(s, k, "h1", fmt.Sprint("c", i), fmt.Sprint("ptl-", i), 100+i, fmt.Sprintf("10.1.%d.%d", i/200, 2+i%200))
 	}
-	fp := newWithDeps("h1", "eth0", k)
+	fp := reconciled(t, s, k)
 	ctx := context.Background()
-	if err := fp.Reconcile(ctx, s); err != nil {
-		t.Fatal(err)
-	}
 	full := maps.Clone(k.m)
 
 	// One endpoint added: one lookup, two writes, one attach.
@@ -154,11 +158,8 @@ func TestReconcileChangedTouchesOnlyTheChange(t *testing.T) {
 
 func TestHostsComeAndGo(t *testing.T) {
 	s, k := world()
-	fp := newWithDeps("h1", "eth0", k)
+	fp := reconciled(t, s, k)
 	ctx := context.Background()
-	if err := fp.Reconcile(ctx, s); err != nil {
-		t.Fatal(err)
-	}
 	delete(s.Hosts, "h2")
 	s.Hosts["h4"] = &petrelv1.Host{Name: "h4", Address: "10.99.0.4"}
 	if err := fp.ReconcileChanged(ctx, s, []string{registry.HostsPrefix + "h2", registry.HostsPrefix + "h4"}); err != nil {
@@ -188,11 +189,8 @@ func TestHostsComeAndGo(t *testing.T) {
 // what the failed one left.
 func TestFailureFallsBackToFullReconcile(t *testing.T) {
 	s, k := world()
-	fp := newWithDeps("h1", "eth0", k)
+	fp := reconciled(t, s, k)
 	ctx := context.Background()
-	if err := fp.Reconcile(ctx, s); err != nil {
-		t.Fatal(err)
-	}
 	added := addEndpoint(s, k, "h1", "a", "ptl-a", 10, "10.1.0.2")
 	k.fail = errors.New("boom")
 	if err := fp.ReconcileChanged(ctx, s, []string{added}); err == nil {

@@ -70,6 +70,16 @@ func program(ifsFD, statsFD int) asm.Instructions {
 	}
 	var p asm.Instructions
 	add := func(is ...asm.Instruction) { p = append(p, is...) }
+	// kindOf leaves in dst the kind of the interface whose index is in
+	// idx, and passes the packet up when the map has none.
+	kindOf := func(idx, dst asm.Register) {
+		add(
+			asm.StoreMem(asm.RFP, keyIf, idx, asm.Word),
+			asm.StoreImm(asm.RFP, keyAddr, 0, asm.Word),
+		)
+		add(lookup("pass")...)
+		add(asm.LoadMem(dst, asm.R0, 0, asm.Word))
+	}
 
 	add(
 		asm.Mov.Reg(asm.R6, asm.R1),
@@ -89,12 +99,9 @@ func program(ifsFD, statsFD int) asm.Instructions {
 		asm.JLE.Imm(asm.R1, 1, "pass"),
 		// R7: the kind of the interface the packet came in on.
 		asm.LoadMem(asm.R1, asm.R6, skbIfindex, asm.Word),
-		asm.StoreMem(asm.RFP, keyIf, asm.R1, asm.Word),
-		asm.StoreImm(asm.RFP, keyAddr, 0, asm.Word),
 	)
-	add(lookup("pass")...)
+	kindOf(asm.R1, asm.R7)
 	add(
-		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 		// From a container, only its own source addresses.
 		asm.JNE.Imm(asm.R7, int32(KindContainer), "route"),
 		asm.LoadMem(asm.R1, asm.RFP, hdrSrc, asm.Word),
@@ -106,18 +113,21 @@ func program(ifsFD, statsFD int) asm.Instructions {
 	for off := int16(fib); off < fib+fibLen; off += 8 {
 		add(asm.StoreMem(asm.RFP, off, asm.R1, asm.DWord))
 	}
+	add(asm.StoreImm(asm.RFP, fibFamily, afInet, asm.Byte))
+	for _, f := range []struct {
+		base     asm.Register
+		from, to int16
+		size     asm.Size
+	}{
+		{asm.RFP, hdrProto, fibL4, asm.Byte},
+		{asm.RFP, hdrTOS, fibTOS, asm.Byte},
+		{asm.R6, skbIfindex, fibIfindex, asm.Word},
+		{asm.RFP, hdrSrc, fibSrc, asm.Word},
+		{asm.RFP, hdrDst, fibDst, asm.Word},
+	} {
+		add(asm.LoadMem(asm.R1, f.base, f.from, f.size), asm.StoreMem(asm.RFP, f.to, asm.R1, f.size))
+	}
 	add(
-		asm.StoreImm(asm.RFP, fibFamily, afInet, asm.Byte),
-		asm.LoadMem(asm.R1, asm.RFP, hdrProto, asm.Byte),
-		asm.StoreMem(asm.RFP, fibL4, asm.R1, asm.Byte),
-		asm.LoadMem(asm.R1, asm.RFP, hdrTOS, asm.Byte),
-		asm.StoreMem(asm.RFP, fibTOS, asm.R1, asm.Byte),
-		asm.LoadMem(asm.R1, asm.R6, skbIfindex, asm.Word),
-		asm.StoreMem(asm.RFP, fibIfindex, asm.R1, asm.Word),
-		asm.LoadMem(asm.R1, asm.RFP, hdrSrc, asm.Word),
-		asm.StoreMem(asm.RFP, fibSrc, asm.R1, asm.Word),
-		asm.LoadMem(asm.R1, asm.RFP, hdrDst, asm.Word),
-		asm.StoreMem(asm.RFP, fibDst, asm.R1, asm.Word),
 		// tot_len stays 0: the kernel then checks the packet against the
 		// output MTU itself, GSO packets included.
 		asm.Mov.Reg(asm.R1, asm.R6),
@@ -131,13 +141,10 @@ func program(ifsFD, statsFD int) asm.Instructions {
 		asm.LoadMem(asm.R8, asm.RFP, fibIfindex, asm.Word),
 		asm.LoadMem(asm.R1, asm.R6, skbIfindex, asm.Word),
 		asm.JEq.Reg(asm.R8, asm.R1, "pass"),
-		asm.StoreMem(asm.RFP, keyIf, asm.R8, asm.Word),
-		asm.StoreImm(asm.RFP, keyAddr, 0, asm.Word),
 	)
-	add(lookup("pass")...)
+	// R9: the output interface's kind.
+	kindOf(asm.R8, asm.R9)
 	add(
-		// R9: the output interface's kind.
-		asm.LoadMem(asm.R9, asm.R0, 0, asm.Word),
 		asm.JEq.Imm(asm.R9, int32(KindContainer), "forward"),
 		asm.JNE.Imm(asm.R9, int32(KindUnderlay), "pass"),
 		// Out of the underlay: never back where it came from, and only to
