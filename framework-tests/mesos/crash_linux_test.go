@@ -22,21 +22,39 @@ func waitLog(t *testing.T, a *agent, from int, subs ...string) {
 	}
 }
 
-// noHalfMade checks that every Petrel link in the host namespace belongs to
-// an endpoint record and that every record's link exists. Retired pairs
-// (down, renamed ptz…, deleted in the agent's next batch) are out of service
-// and not counted.
+// noHalfMade checks that every host-side link has an endpoint record and
+// every record its link. A call the agent is still serving (its client was
+// killed mid-call) may hold a link without a record for a moment, so it
+// polls until both agree, and fails when they still disagree after ten
+// seconds: the agent finishes or rolls back what it serves.
 func noHalfMade(t *testing.T, a *agent) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, want := hostLinksAndRecords(t, a)
+		if strings.Join(got, ",") == strings.Join(want, ",") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host links %v, endpoint records name %v: something is half-made", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hostLinksAndRecords lists, sorted, the host namespace's links and the
+// host-side names in the endpoint records. Retired pairs (down, renamed
+// ptz…, deleted in the agent's next batch) are out of service and not
+// counted, nor is lo.
+func hostLinksAndRecords(t *testing.T, a *agent) (got, want []string) {
 	t.Helper()
 	r, err := a.client.Dataplane.ListEndpoints(ctxT(t), &petrelv1.ListEndpointsRequest{})
 	if err != nil {
 		t.Fatalf("list endpoints: %v", err)
 	}
-	var want []string
 	for _, ep := range r.GetEndpoints() {
 		want = append(want, ep.GetHostIfname())
 	}
-	var got []string
 	for _, l := range strings.Split(strings.TrimSpace(a.host.MustRun(t, "ip", "-o", "link", "show")), "\n") {
 		f := strings.Fields(l)
 		if len(f) > 1 {
@@ -48,9 +66,7 @@ func noHalfMade(t *testing.T, a *agent) {
 	}
 	sort.Strings(want)
 	sort.Strings(got)
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("host links %v, endpoint records name %v: something is half-made", got, want)
-	}
+	return got, want
 }
 
 // TestKillShimMidCall kills -9 the shims while the agent serves their call,
