@@ -83,7 +83,10 @@ func TestFastPath(t *testing.T) {
 		}
 	}
 	if d := metric(t, maddr["h1"], name, `to="underlay"`) - u1; d < 5 {
-		t.Errorf("h1 sent %v packets out through the fast path, want at least the 5 requests", d)
+		h := l.hosts["h1"]
+		t.Errorf("h1 sent %v packets out through the fast path, want at least the 5 requests\nfilters:\n%s\nneigh:\n%s\nroutes:\n%s\nlog:\n%s",
+			d, h.ns.MustRun(t, "sh", "-c", "for d in $(ls /sys/class/net); do echo $d; tc filter show dev $d ingress; done"),
+			h.ns.MustRun(t, "ip", "neigh"), h.ns.MustRun(t, "ip", "route"), l.logTail("h1"))
 	}
 	if d := metric(t, maddr["h2"], name, `to="container"`) - k2; d < 5 {
 		t.Errorf("h2 handed %v packets to containers through the fast path, want at least 5", d)

@@ -64,6 +64,7 @@ func (d *Daemon) startFastPath(underlay string) (*fastpath.FastPath, error) {
 		}
 		return fp.Close()
 	})
+	d.goBG("fastpath", fp.Run)
 	log.Info("fast path ready", "underlay", underlay, "filter", fastpath.FilterName)
 	return fp, nil
 }

@@ -34,7 +34,11 @@
 // line with the registry: the local endpoints' host-side veths and their
 // addresses, the underlay, and the other hosts' underlay addresses. Full
 // reconciles diff the desired map against the kernel's; watch batches update
-// only the endpoints and hosts they touched. The tc filters hold the program
+// only the endpoints and hosts they touched. The dataplane writes an
+// endpoint's record while it creates the veth, so a record can arrive
+// before its link: such an endpoint waits, and Run, which follows the
+// namespace's new links over netlink, completes it when the link appears.
+// The tc filters hold the program
 // and its map, so forwarding goes on while petreld restarts; a new agent
 // loads its own program, fills its map and then replaces each filter, an
 // atomic swap.

@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"context"
+	"errors"
 	"maps"
 )
 
@@ -14,6 +15,8 @@ type fakeKernel struct {
 	writes   int         // puts and dels
 	lookups  int         // link calls
 	fail     error
+	// newLinks feeds subscribe; closing it ends the subscription.
+	newLinks chan string
 }
 
 func newFakeKernel() *fakeKernel {
@@ -55,6 +58,13 @@ func (k *fakeKernel) attach(_ context.Context, ifindex int) error {
 	}
 	k.attached[ifindex]++
 	return nil
+}
+
+func (k *fakeKernel) subscribe(context.Context) (<-chan string, error) {
+	if k.newLinks == nil {
+		return nil, errors.New("no subscription in this test")
+	}
+	return k.newLinks, nil
 }
 
 func (k *fakeKernel) counters(context.Context) (Counters, error) { return Counters{}, k.fail }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/petrel-net/petrel/agent/registry"
 )
@@ -63,6 +66,10 @@ type kernel interface {
 	// older Petrel filter there.
 	attach(ctx context.Context, ifindex int) error
 	counters(ctx context.Context) (Counters, error)
+	// subscribe reports the names of links that appear in the namespace,
+	// from the moment it returns until ctx ends or the subscription fails;
+	// either way the channel is closed.
+	subscribe(ctx context.Context) (<-chan string, error)
 	close() error
 }
 
@@ -81,6 +88,29 @@ type FastPath struct {
 	have   map[Key]Kind
 	owners map[string][]entry
 	refs   map[Key]int
+	// pending holds local endpoints whose veth did not exist yet, by its
+	// name: the dataplane writes the record while it creates the link, so
+	// the record can arrive first. Run completes them when the link shows.
+	pending      map[string]pendingEndpoint
+	pendingByKey map[string]string
+}
+
+type pendingEndpoint struct {
+	key string
+	ips []string
+}
+
+// setPending records (or, with no name, forgets) the endpoint under key
+// as waiting for its veth.
+func (f *FastPath) setPending(key, name string, ips []string) {
+	if old, ok := f.pendingByKey[key]; ok {
+		delete(f.pending, old)
+		delete(f.pendingByKey, key)
+	}
+	if name != "" {
+		f.pending[name] = pendingEndpoint{key, ips}
+		f.pendingByKey[key] = name
+	}
 }
 
 type entry struct {
@@ -89,7 +119,8 @@ type entry struct {
 }
 
 func newWithDeps(host, underlay string, k kernel) *FastPath {
-	return &FastPath{host: host, underlay: underlay, k: k, attached: map[int]bool{}}
+	return &FastPath{host: host, underlay: underlay, k: k, attached: map[int]bool{},
+		pending: map[string]pendingEndpoint{}, pendingByKey: map[string]string{}}
 }
 
 // Close releases the program and map handles. Attached filters keep both
@@ -155,9 +186,12 @@ func (f *FastPath) desired(s *registry.Snapshot, ifindex func(string) int) map[s
 		if !strings.HasPrefix(key, local) || ep.GetHostIfname() == "" {
 			continue
 		}
-		if e := endpointEntries(ifindex(ep.GetHostIfname()), ep.GetIps()); e != nil {
-			out[key] = e
+		idx := ifindex(ep.GetHostIfname())
+		if idx <= 0 {
+			f.setPending(key, ep.GetHostIfname(), ep.GetIps())
+			continue
 		}
+		out[key] = endpointEntries(idx, ep.GetIps())
 	}
 	return out
 }
@@ -236,6 +270,8 @@ func (f *FastPath) Reconcile(ctx context.Context, s *registry.Snapshot) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.have, f.owners, f.refs = nil, nil, nil
+	clear(f.pending)
+	clear(f.pendingByKey)
 	links, err := f.k.links(ctx)
 	if err != nil {
 		return fmt.Errorf("fastpath: list links: %w", err)
@@ -275,14 +311,14 @@ func (f *FastPath) ReconcileChanged(ctx context.Context, s *registry.Snapshot, c
 	if es := f.owners[underlayOwner]; len(es) > 0 {
 		u = int(es[0].k.Ifindex)
 	}
-	var dropped []Key
-	added := map[Key]Kind{}
+	next := map[string][]entry{}
 	for _, key := range changed {
-		var next []entry
 		switch {
 		case strings.HasPrefix(key, local):
+			f.setPending(key, "", nil)
 			ep := s.Endpoints[key]
 			if ep == nil || ep.GetHostIfname() == "" {
+				next[key] = nil
 				break
 			}
 			idx, err := f.k.link(ctx, ep.GetHostIfname())
@@ -290,31 +326,46 @@ func (f *FastPath) ReconcileChanged(ctx context.Context, s *registry.Snapshot, c
 				f.have = nil
 				return fmt.Errorf("fastpath: look up %s: %w", ep.GetHostIfname(), err)
 			}
-			next = endpointEntries(idx, ep.GetIps())
+			if idx == 0 {
+				f.setPending(key, ep.GetHostIfname(), ep.GetIps())
+			}
+			next[key] = endpointEntries(idx, ep.GetIps())
 		case strings.HasPrefix(key, registry.HostsPrefix):
 			name := strings.TrimPrefix(key, registry.HostsPrefix)
+			next[key] = nil
 			if h := s.Hosts[name]; h != nil && name != f.host {
-				next = peerEntries(u, h.GetAddress())
+				next[key] = peerEntries(u, h.GetAddress())
 			}
-		default:
-			continue
 		}
+	}
+	return f.update(ctx, next)
+}
+
+// update replaces the entries of the owners in next (nil: none) and writes
+// the difference. Called with f.mu held and f.have set.
+func (f *FastPath) update(ctx context.Context, next map[string][]entry) error {
+	if len(next) == 0 {
+		return nil
+	}
+	var dropped []Key
+	added := map[Key]Kind{}
+	for key, es := range next {
 		for _, e := range f.owners[key] {
 			if f.refs[e.k]--; f.refs[e.k] <= 0 {
 				delete(f.refs, e.k)
 				dropped = append(dropped, e.k)
 			}
 		}
-		for _, e := range next {
+		for _, e := range es {
 			f.refs[e.k]++
 			if _, ok := added[e.k]; !ok {
 				added[e.k] = e.v
 			}
 		}
-		if next == nil {
+		if es == nil {
 			delete(f.owners, key)
 		} else {
-			f.owners[key] = next
+			f.owners[key] = es
 		}
 	}
 	var p plan
@@ -342,4 +393,60 @@ func (f *FastPath) ReconcileChanged(ctx context.Context, s *registry.Snapshot, c
 		delete(f.have, k)
 	}
 	return nil
+}
+
+// resubscribeAfter is how long Run waits before it renews a failed link
+// subscription.
+const resubscribeAfter = time.Second
+
+// Run follows the links that appear in the namespace and completes the
+// endpoints waiting for their veth. It returns when ctx ends; a failed
+// subscription is renewed after a pause, and every waiting endpoint is
+// checked again then, since links may have come meanwhile.
+func (f *FastPath) Run(ctx context.Context) error {
+	for {
+		names, err := f.k.subscribe(ctx)
+		if err == nil {
+			f.checkPending(ctx, "")
+			for name := range names {
+				f.checkPending(ctx, name)
+			}
+		}
+		t := time.NewTimer(resubscribeAfter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// checkPending completes the waiting endpoint whose veth is name, or every
+// waiting endpoint when name is empty. Failures leave the next full
+// reconcile to repair.
+func (f *FastPath) checkPending(ctx context.Context, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.have == nil || len(f.pending) == 0 {
+		return
+	}
+	names := []string{name}
+	if name == "" {
+		names = slices.Collect(maps.Keys(f.pending))
+	}
+	next := map[string][]entry{}
+	for _, n := range names {
+		pe, ok := f.pending[n]
+		if !ok {
+			continue
+		}
+		idx, err := f.k.link(ctx, n)
+		if err != nil || idx == 0 {
+			continue
+		}
+		f.setPending(pe.key, "", nil)
+		next[pe.key] = endpointEntries(idx, pe.ips)
+	}
+	_ = f.update(ctx, next)
 }

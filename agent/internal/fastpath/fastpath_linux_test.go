@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/petrel-net/petrel/agent/registry"
 	"github.com/petrel-net/petrel/framework-tests/testutil"
@@ -241,5 +242,44 @@ func TestIncrementalAndRemove(t *testing.T) {
 	// The kernel path carries on.
 	if !testutil.Pingable(a.NS, "10.9.2.2") {
 		t.Error("c unreachable once the fast path is gone")
+	}
+}
+
+// The record of an endpoint can arrive before its veth (the dataplane
+// writes it while it creates the link): Run attaches the program as soon
+// as the kernel announces the link.
+func TestRecordBeforeVeth(t *testing.T) {
+	l, a := newKLabAC(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = l.fps["h1"].Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	h1 := l.hosts["h1"]
+	b := l.add("h1", "b", "10.9.1.3")
+	// Take b's veth away under another name, as if not created yet.
+	h1.MustRun(t, "ip", "link", "set", b.HostIfname, "down")
+	h1.MustRun(t, "ip", "link", "set", b.HostIfname, "name", "ptl-hidden")
+	key := registry.EndpointKey("h1", "b", "eth0")
+	if err := l.fps["h1"].ReconcileChanged(ctx, l.snap, []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	h1.MustRun(t, "ip", "link", "set", "ptl-hidden", "name", b.HostIfname)
+	h1.MustRun(t, "ip", "link", "set", b.HostIfname, "up")
+	h1.MustRun(t, "ip", "route", "replace", "10.9.1.3/32", "dev", b.HostIfname)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(h1.MustRun(t, "tc", "filter", "show", "dev", b.HostIfname, "ingress"), FilterName) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no filter on %s 10s after it appeared", b.HostIfname)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !testutil.Pingable(a.NS, "10.9.1.3") {
+		t.Fatal("b unreachable from a")
+	}
+	before := l.counters("h1")
+	ping(t, a, "10.9.1.3")
+	if d := l.counters("h1").ToContainer - before.ToContainer; d != 6 {
+		t.Errorf("a <-> b: %d packets redirected, want 6", d)
 	}
 }

@@ -204,3 +204,49 @@ func TestFailureFallsBackToFullReconcile(t *testing.T) {
 		t.Errorf("the full reconcile after a failure did not repair: map %v attached %v", k.m, k.attached)
 	}
 }
+
+// The dataplane writes an endpoint's record while it creates the veth, so
+// the record can come first: the endpoint waits, and the link's appearance
+// completes it.
+func TestEndpointBeforeItsVeth(t *testing.T) {
+	s, k := world()
+	fp := reconciled(t, s, k)
+	ctx := context.Background()
+	ka := addEndpoint(s, k, "h1", "a", "ptl-a", 0, "10.1.0.2")
+	if err := fp.ReconcileChanged(ctx, s, []string{ka}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := k.m[key(10, "")]; ok {
+		t.Fatal("entries for a veth that does not exist")
+	}
+	k.ifs["ptl-a"] = 10
+	k.newLinks = make(chan string, 2)
+	k.newLinks <- "lo"
+	k.newLinks <- "ptl-a"
+	close(k.newLinks)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel() // Run returns once the subscription ends
+	if err := fp.Run(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.m[key(10, "")] != KindContainer || k.m[key(10, "10.1.0.2")] != KindContainer || k.attached[10] != 1 {
+		t.Errorf("after the veth appeared: map %v, attached %v", k.m, k.attached)
+	}
+
+	// Full reconciles find waiting endpoints too, and a deleted record
+	// stops waiting.
+	key2 := addEndpoint(s, k, "h1", "b", "ptl-b", 0, "10.1.0.3")
+	if err := fp.Reconcile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if fp.pending["ptl-b"].key != key2 {
+		t.Fatalf("pending %v, want ptl-b", fp.pending)
+	}
+	delete(s.Endpoints, key2)
+	if err := fp.ReconcileChanged(ctx, s, []string{key2}); err != nil {
+		t.Fatal(err)
+	}
+	if len(fp.pending) != 0 || len(fp.pendingByKey) != 0 {
+		t.Errorf("a deleted endpoint still waits: %v %v", fp.pending, fp.pendingByKey)
+	}
+}

@@ -37,10 +37,11 @@ func New(host, netnsPath, underlay string) (*FastPath, error) {
 }
 
 type bpfKernel struct {
-	h     *netlink.Handle
-	ifs   *ebpf.Map
-	stats *ebpf.Map
-	prog  *ebpf.Program
+	nsPath string
+	h      *netlink.Handle
+	ifs    *ebpf.Map
+	stats  *ebpf.Map
+	prog   *ebpf.Program
 }
 
 func handleAt(path string) (*netlink.Handle, error) {
@@ -60,7 +61,7 @@ func newBPFKernel(netnsPath string) (_ *bpfKernel, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
-	k := &bpfKernel{}
+	k := &bpfKernel{nsPath: netnsPath}
 	defer func() {
 		if err != nil {
 			_ = k.close()
@@ -196,6 +197,51 @@ func (k *bpfKernel) counters(context.Context) (Counters, error) {
 		}
 	}
 	return c, nil
+}
+
+func (k *bpfKernel) subscribe(ctx context.Context) (<-chan string, error) {
+	opts := netlink.LinkSubscribeOptions{}
+	if k.nsPath != "" {
+		ns, err := netns.GetFromPath(k.nsPath)
+		if err != nil {
+			return nil, fmt.Errorf("fastpath: open netns %s: %w", k.nsPath, err)
+		}
+		defer ns.Close()
+		opts.Namespace = &ns
+	}
+	updates := make(chan netlink.LinkUpdate, 256)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
+		return nil, fmt.Errorf("fastpath: subscribe to links: %w", err)
+	}
+	names := make(chan string, 256)
+	go func() {
+		defer close(names)
+		defer func() {
+			close(done) // closes the socket
+			for range updates {
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-updates:
+				if !ok {
+					return // the subscription failed (say, ENOBUFS)
+				}
+				if u.Header.Type != unix.RTM_NEWLINK {
+					continue
+				}
+				select {
+				case names <- u.Attrs().Name:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return names, nil
 }
 
 // Remove takes Petrel's filter off every interface of the namespace at
