@@ -34,10 +34,9 @@ for p in $PARTS; do
 		part cni env N="${N:-1000}" CHURN="${CHURN:-10s}" OUT="$OUT/cni.json" framework-tests/bench/cni.sh
 		;;
 	multihost)
-		# Convergence (3 agents + 100 simulated watchers), iperf3 routed (with and
-		# without the fast path) vs bare veth vs VXLAN, one agent at 1,000 hosts,
-		# and the fast path's round trip against the kernel's forwarding.
-		part multihost go test -run '^$' -bench . -benchtime 1x -timeout 30m ./framework-tests/multihost/ ./agent/internal/routes/ ./agent/internal/fastpath/
+		# Convergence (3 agents + 100 simulated watchers), iperf3 routed vs
+		# bare veth vs VXLAN, one agent at 1,000 hosts.
+		part multihost go test -run '^$' -bench . -benchtime 1x -timeout 30m ./framework-tests/multihost/ ./agent/internal/routes/
 		;;
 	policy)
 		part policy go test -run '^$' -bench 'Program1000|MembershipChange1000|IperfPolicy' -benchtime 1x ./agent/internal/policy/

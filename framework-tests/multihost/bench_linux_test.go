@@ -499,8 +499,6 @@ func iperfAffinity() []string {
 // namespace, which forwards every frame on the same 2 CPUs that run both
 // iperf3 ends, a cost a physical switch never puts on the hosts; those
 // figures are reported as well ("-bridged"), as is each underlay alone.
-// With policy off, a third cable lab runs the agents with --fast-path
-// ("routed-fastpath": the tc eBPF program forwards instead of the kernel).
 func BenchmarkThroughput(b *testing.B) {
 	for _, pol := range []string{"off", "on"} {
 		b.Run("policy="+pol, func(b *testing.B) {
@@ -508,7 +506,7 @@ func BenchmarkThroughput(b *testing.B) {
 			if pol == "off" {
 				extra = []string{"--policy=false"}
 			}
-			benchThroughput(b, extra, pol == "off")
+			benchThroughput(b, extra)
 		})
 	}
 }
@@ -519,7 +517,7 @@ func linkMTU(tb testing.TB, ns *testutil.NS, dev string) string {
 	return strings.TrimSpace(ns.MustRun(tb, "cat", "/sys/class/net/"+dev+"/mtu"))
 }
 
-func benchThroughput(b *testing.B, agentArgs []string, fastPath bool) {
+func benchThroughput(b *testing.B, agentArgs []string) {
 	const secs, rounds = 3, 6
 	ctx := context.Background()
 	pool := &petrelv1.AddPoolRequest{Pool: &petrelv1.Pool{Name: "mh", Cidr: "10.1.0.0/16", BlockSize: 26}}
@@ -541,20 +539,6 @@ func benchThroughput(b *testing.B, agentArgs []string, fastPath bool) {
 	}
 	k1, k2 := cl.addContainer("h1"), cl.addContainer("h2")
 	cl.waitConverged("h1")
-	// Without policy, the same cable once more with the agents' tc fast
-	// path (--fast-path).
-	var f1, f2 *container
-	if fastPath {
-		fl := newCableLab(b)
-		for _, n := range []string{"h1", "h2"} {
-			fl.start(n, append(slices.Clone(agentArgs), "--fast-path")...)
-		}
-		if _, err := fl.ipam("h1").AddPool(ctx, pool); err != nil {
-			b.Fatal(err)
-		}
-		f1, f2 = fl.addContainer("h1"), fl.addContainer("h2")
-		fl.waitConverged("h1")
-	}
 	va, vb := testutil.NewNS(b, "va"), testutil.NewNS(b, "vb")
 	va.MustRun(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", vb.Name)
 	va.MustRun(b, "ip", "addr", "add", "10.250.0.1/24", "dev", "eth0")
@@ -563,10 +547,7 @@ func benchThroughput(b *testing.B, agentArgs []string, fastPath bool) {
 	vb.MustRun(b, "ip", "link", "set", "eth0", "up")
 	// Same-size packets on every path, or the comparison is not fair.
 	want := linkMTU(b, va, "eth0")
-	for _, c := range []*container{c1, c2, k1, k2, f1, f2} {
-		if c == nil {
-			continue
-		}
+	for _, c := range []*container{c1, c2, k1, k2} {
 		if got := linkMTU(b, c.ns, "eth0"); got != want {
 			b.Fatalf("container %s on %s has MTU %s, the bare veth %s", c.id, c.host, got, want)
 		}
@@ -583,15 +564,6 @@ func benchThroughput(b *testing.B, agentArgs []string, fastPath bool) {
 		{"routed-bridged", c2.ns, c1.ns, c2.ip},
 		{"underlay-bridged", l.hosts["h2"].ns, l.hosts["h1"].ns, "10.99.0.2"},
 		{"vxlan", c4.ns, c1.ns, c4.ip},
-	}
-	if fastPath {
-		// Next to veth, as routed is, so both ratios to veth come from
-		// back-to-back runs.
-		paths = slices.Insert(paths, 1, struct {
-			name           string
-			server, client *testutil.NS
-			ip             string
-		}{"routed-fastpath", f2.ns, f1.ns, f2.ip})
 	}
 	// Rounds interleave the paths, every other round in reverse order, so a
 	// path and the one next to it (veth and routed, the target's pair) run
@@ -639,10 +611,6 @@ func benchThroughput(b *testing.B, agentArgs []string, fastPath bool) {
 		}
 	}
 	ratio("routed/veth-%", "routed", "veth") // issue 4's target: >= 95
-	if fastPath {
-		ratio("routed-fastpath/veth-%", "routed-fastpath", "veth")
-		ratio("routed-fastpath/routed-%", "routed-fastpath", "routed")
-	}
 	ratio("routed-bridged/veth-%", "routed-bridged", "veth")
 	ratio("vxlan/veth-%", "vxlan", "veth")
 	// The same hosts' underlay without containers: the cost of the

@@ -56,13 +56,6 @@ func (d *Daemon) startCluster(_ context.Context) error {
 	host := &petrelv1.Host{Name: d.cfg.Hostname, Version: version.Version}
 	var opts []cluster.Option
 	u, err := routes.DetectUnderlay(d.cfg.Dataplane.NetNS, want)
-	fp, fpErr := d.startFastPath(u.Dev)
-	if fpErr != nil {
-		return fpErr
-	}
-	if fp != nil {
-		opts = append(opts, cluster.WithReconciler(fp))
-	}
 	switch {
 	case err != nil && want.IsValid():
 		return fmt.Errorf("underlay in netns %q: %w", d.cfg.Dataplane.NetNS, err)

@@ -87,10 +87,6 @@ type DataplaneConfig struct {
 	// UnderlayInterface carries traffic between hosts; empty detects it from
 	// the default route.
 	UnderlayInterface string `json:"underlay_interface,omitempty"`
-	// FastPath forwards IPv4 between containers and the underlay with a tc
-	// eBPF program instead of the kernel's IP forwarding. It needs policy
-	// off: redirected packets skip the netfilter forward hook.
-	FastPath bool `json:"fast_path,omitempty"`
 }
 
 // DockerConfig configures the Docker libnetwork plugin (helper "docker").
@@ -153,7 +149,6 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dataplane.NetNS, "netns", c.Dataplane.NetNS, "host network namespace path for the dataplane; empty is petreld's own")
 	fs.IntVar(&c.Dataplane.MTU, "mtu", c.Dataplane.MTU, "container interface MTU; 0 detects it")
 	fs.StringVar(&c.Dataplane.UnderlayInterface, "underlay-interface", c.Dataplane.UnderlayInterface, "interface between hosts; empty detects it")
-	fs.BoolVar(&c.Dataplane.FastPath, "fast-path", c.Dataplane.FastPath, "forward IPv4 between containers and the underlay with a tc eBPF program (needs --policy=false)")
 
 	c.Cluster.flags(fs)
 	c.Policy.flags(fs)
@@ -269,9 +264,6 @@ func (c Config) Validate() error {
 	}
 	if err := c.Policy.validate(); err != nil {
 		errs = append(errs, err)
-	}
-	if c.Dataplane.FastPath && c.Policy.Enabled {
-		errs = append(errs, errors.New("dataplane: fast_path needs policy off (--policy=false): packets it forwards skip the netfilter forward hook that enforces netgroups"))
 	}
 	if c.Docker.Plugin && c.Dataplane.NetNS != "" {
 		errs = append(errs, errors.New("docker: the plugin needs the dataplane in petreld's own namespace (no --netns)"))

@@ -153,18 +153,3 @@ func FuzzParseConfig(f *testing.F) {
 		_ = cfg.String()
 	})
 }
-
-func TestFastPathNeedsPolicyOff(t *testing.T) {
-	_, _, err := ParseArgs([]string{"--fast-path"}, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "fast_path needs policy off") {
-		t.Fatalf("--fast-path with policy on: got %v, want the policy error", err)
-	}
-	cfg, _, err := ParseArgs([]string{"--fast-path", "--policy=false"}, io.Discard)
-	if err != nil || !cfg.Dataplane.FastPath {
-		t.Fatalf("--fast-path --policy=false: got %v, fast_path %v", err, cfg.Dataplane.FastPath)
-	}
-	cfg, err = ParseConfig(strings.NewReader(`{"dataplane": {"fast_path": true}, "policy": {"enabled": false}}`), Default())
-	if err != nil || !cfg.Dataplane.FastPath {
-		t.Fatalf("config file: got %v, fast_path %v", err, cfg.Dataplane.FastPath)
-	}
-}
