@@ -473,9 +473,9 @@ func iperf(tb testing.TB, server, client *testutil.NS, ip string, secs int) (gbp
 
 // iperfAffinity pins the iperf3 client to CPU 0 and the server to CPU 1
 // (the client asks the server over the control connection) when there are
-// two CPUs: left to the scheduler, the two ends sometimes share a CPU and
-// sometimes not, which moves one path's rounds by tens of per cent. Every
-// path runs the same way, so ratios compare like with like.
+// two CPUs. Left to the scheduler, where the two ends run changes from
+// round to round, and unpinned rounds of one path varied by tens of per
+// cent. Every path runs the same way, so ratios compare like with like.
 func iperfAffinity() []string {
 	if runtime.NumCPU() < 2 {
 		return nil
